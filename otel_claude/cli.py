@@ -1,0 +1,355 @@
+"""The ``otel-claude`` command: ``serve``, ``ingest``, ``report`` and ``check``."""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+from collections import defaultdict
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from types import FrameType
+from typing import IO, Any
+
+from otel_claude import __version__
+from otel_claude.config import Settings, load_settings
+from otel_claude.errors import ConfigError, OtelClaudeError
+from otel_claude.ledger import COST, TOKENS, Ledger
+from otel_claude.logs import setup_logging
+from otel_claude.pricing import load_price_table
+from otel_claude.sources.ingest import iter_lines
+
+log = logging.getLogger("otel_claude.cli")
+
+READ_CHUNK = 1 << 20
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the process exit code."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 2
+    try:
+        settings = load_settings(flags=vars(args))
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"otel-claude: {problem}", file=sys.stderr)
+        return 1
+    setup_logging(settings.log_level, settings.log_format)
+    try:
+        code: int = args.handler(settings, args)
+        return code
+    except OtelClaudeError as exc:
+        print(f"otel-claude: {exc}", file=sys.stderr)
+        return 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="otel-claude", description="Claude usage, cache and cost metrics exporter."
+    )
+    parser.add_argument("--version", action="version", version=f"otel-claude {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--config", metavar="FILE", help="TOML config file (OTEL_CLAUDE_CONFIG)")
+        p.add_argument("--state-dir", metavar="DIR", help="state directory (OTEL_CLAUDE_STATE_DIR)")
+        p.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
+        p.add_argument("--log-format", choices=("logfmt", "json"))
+
+    serve = commands.add_parser("serve", help="run the exporter (HTTP /metrics, ingest, OTLP)")
+    common(serve)
+    serve.add_argument("--listen", metavar="HOST:PORT", help="address (OTEL_CLAUDE_LISTEN)")
+    serve.set_defaults(handler=_serve)
+
+    ingest = commands.add_parser(
+        "ingest", help="count a stream-json file or stdin (e.g. claude -p … | otel-claude ingest -)"
+    )
+    common(ingest)
+    ingest.add_argument("file", metavar="FILE|-", help="NDJSON file, or - for standard input")
+    ingest.add_argument(
+        "--url", help="post to a running exporter at this base URL instead of the local state"
+    )
+    ingest.set_defaults(handler=_ingest)
+
+    report = commands.add_parser("report", help="print the counted totals from the ledger")
+    common(report)
+    report.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    report.set_defaults(handler=_report)
+
+    check = commands.add_parser("check", help="validate configuration; exit 1 on any problem")
+    common(check)
+    check.add_argument("--listen", metavar="HOST:PORT")
+    check.set_defaults(handler=_check)
+    return parser
+
+
+# --- helpers ------------------------------------------------------------------------
+
+
+@contextmanager
+def _state_lock(settings: Settings) -> Iterator[None]:
+    """Hold the state directory exclusively: one writer process per ledger."""
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    handle = open(settings.state_dir / "lock", "a+")
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise OtelClaudeError(
+                f"another otel-claude process is using {settings.state_dir}; "
+                "stop it, choose another --state-dir, or use ingest --url"
+            ) from None
+        yield
+    finally:
+        handle.close()
+
+
+def _open_ledger(settings: Settings) -> Ledger:
+    prices = load_price_table(settings.prices_file, settings.price_overrides or None)
+    return Ledger(
+        settings.ledger_path,
+        prices=prices,
+        dedup_horizon_s=settings.dedup_horizon_days * 86400,
+        synchronous=settings.ledger_synchronous,
+        max_models=settings.max_models,
+    )
+
+
+# --- serve --------------------------------------------------------------------------
+
+
+def _serve(settings: Settings, args: argparse.Namespace) -> int:
+    from prometheus_client import CollectorRegistry, ProcessCollector
+
+    from otel_claude.exposition.otlp import build_meter_provider
+    from otel_claude.exposition.prometheus import LedgerCollector
+    from otel_claude.server import ExporterServer, IngestEndpoint, SourceStates
+
+    with _state_lock(settings):
+        ledger = _open_ledger(settings)
+        sources = SourceStates()
+        sources.set("ingest", ready=True, up=True)
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(LedgerCollector(ledger, sources=sources.up))
+        ProcessCollector(registry=registry)
+        provider = build_meter_provider(ledger, os.environ)
+        ingest = IngestEndpoint(
+            ledger, token=settings.ingest_token, max_bytes=settings.ingest_max_bytes
+        )
+        try:
+            server = ExporterServer(
+                (settings.listen_host, settings.listen_port),
+                registry=registry,
+                ingest=ingest,
+                sources=sources,
+            )
+        except OSError as exc:
+            ledger.close()
+            raise OtelClaudeError(f"cannot listen on {settings.listen}: {exc.strerror}") from exc
+        stop = threading.Event()
+
+        def on_signal(signum: int, frame: FrameType | None) -> None:
+            log.info("stopping", extra={"fields": {"signal": signal.Signals(signum).name}})
+            stop.set()
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+        thread = threading.Thread(target=server.serve_forever, name="http", daemon=True)
+        thread.start()
+        log.info(
+            "listening",
+            extra={
+                "fields": {
+                    "address": settings.listen,
+                    "state_dir": str(settings.state_dir),
+                    "otlp": provider is not None,
+                    "ingest_token": settings.ingest_token is not None,
+                    "version": __version__,
+                }
+            },
+        )
+        while not stop.wait(1.0):
+            pass
+        server.shutdown()
+        server.server_close()
+        if provider is not None:
+            provider.shutdown()  # final export of the cumulative totals
+        ledger.close()
+        log.info("stopped")
+    return 0
+
+
+# --- ingest -------------------------------------------------------------------------
+
+
+def _chunks(stream: IO[bytes]) -> Iterator[bytes]:
+    """Yield runs of complete lines as they arrive; the last line may lack a newline."""
+    pending = b""
+    read = getattr(stream, "read1", stream.read)
+    while True:
+        block = read(READ_CHUNK)
+        if not block:
+            if pending.strip():
+                yield pending
+            return
+        pending += block
+        cut = pending.rfind(b"\n")
+        if cut >= 0:
+            yield pending[: cut + 1]
+            pending = pending[cut + 1 :]
+
+
+def _ingest(settings: Settings, args: argparse.Namespace) -> int:
+    stream: IO[bytes]
+    if args.file == "-":
+        stream = sys.stdin.buffer
+    else:
+        try:
+            stream = open(args.file, "rb")
+        except OSError as exc:
+            raise OtelClaudeError(f"cannot read {args.file}: {exc.strerror}") from exc
+    totals: dict[str, Any] = {"accepted": 0, "duplicates": 0, "ignored": 0, "rejected": []}
+    line_offset = 0
+    with stream:
+        if args.url:
+            _ingest_remote(stream, args.url, settings, totals)
+        else:
+            with _state_lock(settings):
+                ledger = _open_ledger(settings)
+                try:
+                    for chunk in _chunks(stream):
+                        parsed = list(iter_lines(chunk, "ingest"))
+                        summary = ledger.apply([rec for _, rec in parsed], source="ingest")
+                        totals["accepted"] += summary.accepted
+                        totals["duplicates"] += summary.duplicates
+                        totals["ignored"] += summary.ignored
+                        totals["rejected"] += [
+                            {"line": line_offset + parsed[i][0], "reason": reason}
+                            for i, reason in summary.rejected
+                        ]
+                        line_offset += chunk.count(b"\n")
+                finally:
+                    ledger.close()
+    print(json.dumps(totals))
+    return 0 if not totals["rejected"] else 3
+
+
+def _ingest_remote(stream: IO[bytes], url: str, settings: Settings, totals: dict[str, Any]) -> None:
+    import httpx
+
+    headers = {"Content-Type": "application/x-ndjson"}
+    if settings.ingest_token:
+        headers["Authorization"] = f"Bearer {settings.ingest_token}"
+    endpoint = url.rstrip("/") + "/v1/events"
+    line_offset = 0
+    with httpx.Client(timeout=httpx.Timeout(30.0), headers=headers) as client:
+        for chunk in _chunks(stream):
+            try:
+                response = client.post(endpoint, content=chunk)
+            except httpx.HTTPError as exc:
+                raise OtelClaudeError(f"cannot post to {endpoint}: {exc}") from exc
+            if response.status_code not in (202, 400):
+                raise OtelClaudeError(
+                    f"{endpoint} answered {response.status_code}: {response.text[:200]}"
+                )
+            answer = response.json()
+            for key in ("accepted", "duplicates", "ignored"):
+                totals[key] += answer.get(key, 0)
+            totals["rejected"] += [
+                {"line": line_offset + r["line"], "reason": r["reason"]}
+                for r in answer.get("rejected", [])
+            ]
+            line_offset += chunk.count(b"\n")
+
+
+# --- report -------------------------------------------------------------------------
+
+
+def _report(settings: Settings, args: argparse.Namespace) -> int:
+    if not settings.ledger_path.exists():
+        raise OtelClaudeError(f"no ledger at {settings.ledger_path}: nothing counted yet")
+    ledger = _open_ledger(settings)
+    try:
+        snapshot = ledger.snapshot()
+    finally:
+        ledger.close()
+    rows = _report_rows(snapshot)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    types = ("input", "output", "cache_read", "cache_creation_5m", "cache_creation_1h")
+    header = ["model", *types, "est. USD", "reported USD"]
+    table = [header] + [
+        [
+            r["model"],
+            *(f"{r['tokens'].get(t, 0):,}" for t in types),
+            f"{r['cost_usd']['estimated']:.4f}",
+            f"{r['cost_usd']['reported']:.4f}",
+        ]
+        for r in rows
+    ]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    for row in table:
+        print(
+            "  ".join(
+                cell.ljust(w) if i == 0 else cell.rjust(w)
+                for i, (cell, w) in enumerate(zip(row, widths, strict=True))
+            )
+        )
+    return 0
+
+
+def _report_rows(snapshot: Mapping[tuple[str, tuple[str, ...]], int]) -> list[dict[str, Any]]:
+    tokens: defaultdict[str, defaultdict[str, int]] = defaultdict(lambda: defaultdict(int))
+    cost: defaultdict[str, dict[str, float]] = defaultdict(
+        lambda: {"estimated": 0.0, "reported": 0.0}
+    )
+    for (family, labels), value in snapshot.items():
+        if family == TOKENS:
+            model, token_type, _source = labels
+            tokens[model][token_type] += value
+        elif family == COST:
+            model, cost_source = labels
+            cost[model][cost_source] += value / 1e12
+    return [
+        {"model": model, "tokens": dict(tokens.get(model, {})), "cost_usd": cost[model]}
+        for model in sorted(set(tokens) | set(cost))
+    ]
+
+
+# --- check --------------------------------------------------------------------------
+
+
+def _check(settings: Settings, args: argparse.Namespace) -> int:
+    problems = []
+    try:
+        prices = load_price_table(settings.prices_file, settings.price_overrides or None)
+    except OtelClaudeError as exc:
+        problems.append(f"pricing: {exc}")
+        prices = None
+    state = settings.state_dir
+    probe = state if state.exists() else next((p for p in state.parents if p.exists()), Path("/"))
+    if not os.access(probe, os.W_OK):
+        problems.append(f"OTEL_CLAUDE_STATE_DIR: {state} is not writable")
+    if problems:
+        for problem in problems:
+            print(f"otel-claude: {problem}", file=sys.stderr)
+        return 1
+    print(f"configuration ok (otel-claude {__version__})")
+    print(f"  listen:        {settings.listen}")
+    print(f"  state dir:     {settings.state_dir}")
+    print(f"  ingest token:  {'set' if settings.ingest_token else 'not set (loopback only)'}")
+    print(f"  dedup horizon: {settings.dedup_horizon_days:g} days")
+    if prices is not None:
+        print(f"  price table:   {prices.version}, {len(prices.models)} models")
+    print(f"  admin API:     {'key set' if settings.admin_api_key else 'off (no key)'}")
+    return 0

@@ -1,0 +1,294 @@
+"""Settings: defaults, overridden by a TOML config file, then environment, then flags.
+
+Every problem found is collected and raised together in one ``ConfigError`` naming the
+setting (``OTEL_CLAUDE_LISTEN``, ``ledger.dedup_horizon_days``, ``--listen``…), so
+``otel-claude check`` can report them all at once.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from otel_claude.errors import ConfigError, Problem
+
+DEFAULT_LISTEN = "127.0.0.1:9477"
+DEFAULT_MAX_BODY = 16 * 1024 * 1024
+DEFAULT_HORIZON_DAYS = 60.0
+DEFAULT_ADMIN_URL = "https://api.anthropic.com"
+
+_FILE_KEYS: dict[str, set[str]] = {
+    "": {"listen", "state_dir", "log_level", "log_format", "ingest", "ledger", "pricing", "admin"},
+    "ingest": {"token_file", "max_body_bytes"},
+    "ledger": {"dedup_horizon_days", "synchronous", "max_models"},
+    "pricing": {"file", "models"},
+    "admin": {"api_url", "poll_interval", "since", "key_file"},
+}
+
+
+def default_state_dir(env: Mapping[str, str]) -> Path:
+    """``$XDG_STATE_HOME/otel-claude``, else ``~/.local/state/otel-claude``."""
+    base = env.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "otel-claude"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The validated configuration of one exporter process."""
+
+    listen_host: str = "127.0.0.1"
+    listen_port: int = 9477
+    state_dir: Path = field(default_factory=lambda: default_state_dir(os.environ))
+    log_level: str = "info"
+    log_format: str = "logfmt"
+    ingest_token: str | None = field(default=None, repr=False)
+    ingest_max_bytes: int = DEFAULT_MAX_BODY
+    dedup_horizon_days: float = DEFAULT_HORIZON_DAYS
+    ledger_synchronous: str = "normal"
+    max_models: int = 200
+    prices_file: Path | None = None
+    price_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+    admin_api_key: str | None = field(default=None, repr=False)
+    admin_api_url: str = DEFAULT_ADMIN_URL
+    poll_interval: float = 60.0
+    admin_since: datetime | None = None
+
+    @property
+    def ledger_path(self) -> Path:
+        """The SQLite ledger inside the state directory."""
+        return self.state_dir / "ledger.sqlite3"
+
+    @property
+    def listen(self) -> str:
+        """``host:port`` as given (IPv6 hosts in brackets)."""
+        host = f"[{self.listen_host}]" if ":" in self.listen_host else self.listen_host
+        return f"{host}:{self.listen_port}"
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` only accepts connections from this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def load_settings(
+    *,
+    env: Mapping[str, str] | None = None,
+    flags: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Build ``Settings`` from defaults, the config file, ``env`` and ``flags`` (in that order)."""
+    env = os.environ if env is None else env
+    flags = {k: v for k, v in (flags or {}).items() if v is not None}
+    problems: list[Problem] = []
+    raw: dict[str, tuple[str, Any]] = {}  # setting -> (where it came from, value)
+
+    config_path = flags.get("config") or env.get("OTEL_CLAUDE_CONFIG")
+    where_config = "--config" if flags.get("config") else "OTEL_CLAUDE_CONFIG"
+    if config_path:
+        _read_file(Path(config_path), where_config, raw, problems)
+
+    for name, var in (
+        ("listen", "OTEL_CLAUDE_LISTEN"),
+        ("state_dir", "OTEL_CLAUDE_STATE_DIR"),
+        ("log_level", "OTEL_CLAUDE_LOG_LEVEL"),
+        ("log_format", "OTEL_CLAUDE_LOG_FORMAT"),
+        ("ingest.max_body_bytes", "OTEL_CLAUDE_INGEST_MAX_BYTES"),
+        ("ledger.dedup_horizon_days", "OTEL_CLAUDE_DEDUP_HORIZON_DAYS"),
+        ("admin.api_url", "OTEL_CLAUDE_ADMIN_API_URL"),
+        ("admin.poll_interval", "OTEL_CLAUDE_POLL_INTERVAL"),
+        ("admin.since", "OTEL_CLAUDE_ADMIN_SINCE"),
+        ("pricing.file", "OTEL_CLAUDE_PRICES_FILE"),
+    ):
+        if env.get(var):
+            raw[name] = (var, env[var])
+    for name, flag in (
+        ("listen", "listen"),
+        ("state_dir", "state_dir"),
+        ("log_level", "log_level"),
+        ("log_format", "log_format"),
+    ):
+        if flag in flags:
+            raw[name] = ("--" + flag.replace("_", "-"), flags[flag])
+
+    values: dict[str, Any] = {}
+    if "listen" in raw:
+        where, value = raw["listen"]
+        parsed = _parse_listen(str(value))
+        if parsed is None:
+            problems.append(Problem(where, f"expected HOST:PORT, got {value!r}"))
+        else:
+            values["listen_host"], values["listen_port"] = parsed
+    if "state_dir" in raw:
+        values["state_dir"] = Path(str(raw["state_dir"][1])).expanduser()
+    if "log_level" in raw:
+        where, value = raw["log_level"]
+        if value not in ("debug", "info", "warning", "error"):
+            problems.append(Problem(where, "expected one of debug, info, warning, error"))
+        else:
+            values["log_level"] = value
+    if "log_format" in raw:
+        where, value = raw["log_format"]
+        if value not in ("logfmt", "json"):
+            problems.append(Problem(where, "expected logfmt or json"))
+        else:
+            values["log_format"] = value
+    _number(raw, "ingest.max_body_bytes", "ingest_max_bytes", int, 1, values, problems)
+    _number(raw, "ledger.dedup_horizon_days", "dedup_horizon_days", float, 0.001, values, problems)
+    _number(raw, "ledger.max_models", "max_models", int, 1, values, problems)
+    _number(raw, "admin.poll_interval", "poll_interval", float, 1.0, values, problems)
+    if "ledger.synchronous" in raw:
+        where, value = raw["ledger.synchronous"]
+        if str(value).lower() not in ("normal", "full"):
+            problems.append(Problem(where, "expected normal or full"))
+        else:
+            values["ledger_synchronous"] = str(value).lower()
+    if "pricing.file" in raw:
+        where, value = raw["pricing.file"]
+        path = Path(str(value)).expanduser()
+        if not path.is_file():
+            problems.append(Problem(where, f"price file {path} does not exist"))
+        values["prices_file"] = path
+    if "pricing.models" in raw:
+        where, value = raw["pricing.models"]
+        if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
+            problems.append(Problem(where, "expected a table of model tables"))
+        else:
+            values["price_overrides"] = value
+    if "admin.api_url" in raw:
+        where, value = raw["admin.api_url"]
+        parts = urlsplit(str(value))
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            problems.append(Problem(where, "expected an http(s) URL"))
+        else:
+            values["admin_api_url"] = str(value).rstrip("/")
+    if "admin.since" in raw:
+        where, value = raw["admin.since"]
+        try:
+            since = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+            if since.tzinfo is None:
+                raise ValueError
+            values["admin_since"] = since
+        except ValueError:
+            problems.append(
+                Problem(where, "expected an RFC 3339 time with offset, e.g. 2026-11-01T00:00:00Z")
+            )
+
+    token = _secret(env, "OTEL_CLAUDE_INGEST_TOKEN", raw.get("ingest.token_file"), problems)
+    if token is not None:
+        values["ingest_token"] = token
+    key = _secret(env, "ANTHROPIC_ADMIN_API_KEY", raw.get("admin.key_file"), problems)
+    if key is not None:
+        values["admin_api_key"] = key
+
+    host = values.get("listen_host", "127.0.0.1")
+    if not is_loopback(host) and not values.get("ingest_token"):
+        where = raw["listen"][0] if "listen" in raw else "OTEL_CLAUDE_LISTEN"
+        problems.append(
+            Problem(
+                where,
+                f"listening on {host} (beyond loopback) needs OTEL_CLAUDE_INGEST_TOKEN so that "
+                "only authorized clients can post events",
+            )
+        )
+    if problems:
+        raise ConfigError(problems)
+    return Settings(**values)
+
+
+def _read_file(
+    path: Path, where: str, raw: dict[str, tuple[str, Any]], problems: list[Problem]
+) -> None:
+    try:
+        document = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        problems.append(Problem(where, f"cannot read {path}: {exc.strerror}"))
+        return
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        problems.append(Problem(where, f"{path} is not valid TOML: {exc}"))
+        return
+    for key, value in document.items():
+        if key not in _FILE_KEYS[""]:
+            problems.append(Problem(key, f"unknown setting in {path}"))
+        elif key in _FILE_KEYS:
+            if not isinstance(value, dict):
+                problems.append(Problem(key, "expected a table"))
+                continue
+            for sub, subvalue in value.items():
+                name = f"{key}.{sub}"
+                if sub not in _FILE_KEYS[key]:
+                    problems.append(Problem(name, f"unknown setting in {path}"))
+                else:
+                    raw[name] = (name, subvalue)
+        else:
+            raw[key] = (key, value)
+
+
+def _parse_listen(value: str) -> tuple[str, int] | None:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        return None
+    host = host.strip("[]") or "0.0.0.0"
+    return host, int(port)
+
+
+def _number(
+    raw: Mapping[str, tuple[str, Any]],
+    name: str,
+    attr: str,
+    kind: type,
+    minimum: float,
+    values: dict[str, Any],
+    problems: list[Problem],
+) -> None:
+    if name not in raw:
+        return
+    where, value = raw[name]
+    try:
+        if isinstance(value, bool):
+            raise ValueError
+        number = kind(value)
+    except (TypeError, ValueError):
+        problems.append(Problem(where, f"expected a number, got {value!r}"))
+        return
+    if number < minimum:
+        problems.append(Problem(where, f"must be at least {minimum}"))
+        return
+    values[attr] = number
+
+
+def _secret(
+    env: Mapping[str, str], var: str, file_setting: tuple[str, Any] | None, problems: list[Problem]
+) -> str | None:
+    """Read a secret from ``VAR``, ``VAR_FILE`` or a config ``*_file`` setting (in that order).
+
+    Only the setting's name ever appears in a problem message, never the value.
+    """
+    if env.get(var):
+        return env[var].strip()
+    sources = []
+    if env.get(var + "_FILE"):
+        sources.append((var + "_FILE", env[var + "_FILE"]))
+    if file_setting is not None:
+        sources.append((file_setting[0], str(file_setting[1])))
+    for where, path in sources:
+        try:
+            secret = Path(path).expanduser().read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            problems.append(Problem(where, f"cannot read secret file: {exc.strerror}"))
+            return None
+        if not secret:
+            problems.append(Problem(where, "secret file is empty"))
+            return None
+        return secret
+    return None

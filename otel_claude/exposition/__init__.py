@@ -1,0 +1,1 @@
+"""Renderers: the same ledger totals as Prometheus text and as OTel instruments."""

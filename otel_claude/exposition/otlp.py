@@ -1,0 +1,93 @@
+"""Render ledger totals as OpenTelemetry observable counters, exported over OTLP.
+
+The instruments observe the same ledger totals as ``/metrics`` (cumulative, never a second
+count). Export is configured only by the standard ``OTEL_*`` variables; it is on when an
+OTLP endpoint is set or ``OTEL_METRICS_EXPORTER=otlp``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+
+from opentelemetry.metrics import CallbackOptions, Meter, Observation
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import MetricExporter, PeriodicExportingMetricReader
+from opentelemetry.sdk.resources import Resource
+
+from otel_claude import __version__
+from otel_claude.exposition.families import FAMILIES, Family
+from otel_claude.ledger import Ledger
+
+METER_NAME = "otel_claude"
+
+
+def otlp_enabled(env: Mapping[str, str]) -> bool:
+    """Whether the standard OTel variables ask for OTLP metric export."""
+    if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return False
+    exporters = {e.strip().lower() for e in env.get("OTEL_METRICS_EXPORTER", "").split(",")}
+    if "none" in exporters:
+        return False
+    if "otlp" in exporters:
+        return True
+    return bool(
+        env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT")
+    )
+
+
+def otlp_protocol(env: Mapping[str, str]) -> str:
+    """The OTLP protocol chosen by the environment (default ``http/protobuf``)."""
+    return (
+        env.get("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL")
+        or env.get("OTEL_EXPORTER_OTLP_PROTOCOL")
+        or "http/protobuf"
+    ).strip()
+
+
+def _exporter(protocol: str) -> MetricExporter:
+    if protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import (
+            OTLPMetricExporter as GrpcExporter,
+        )
+
+        return GrpcExporter()
+    from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
+        OTLPMetricExporter as HttpExporter,
+    )
+
+    return HttpExporter()
+
+
+def build_meter_provider(ledger: Ledger, env: Mapping[str, str]) -> MeterProvider | None:
+    """Create a MeterProvider exporting the ledger over OTLP, or None when OTLP is off."""
+    if not otlp_enabled(env):
+        return None
+    reader = PeriodicExportingMetricReader(_exporter(otlp_protocol(env)))
+    resource = Resource.create({"service.name": "otel-claude", "service.version": __version__})
+    provider = MeterProvider(resource=resource, metric_readers=[reader])
+    register_instruments(provider.get_meter(METER_NAME, __version__), ledger)
+    return provider
+
+
+def register_instruments(meter: Meter, ledger: Ledger) -> None:
+    """Create one observable counter per ledger family on ``meter``."""
+    for family in FAMILIES:
+        meter.create_observable_counter(
+            family.otel_name,
+            callbacks=[_observer(family, ledger)],
+            unit=family.unit,
+            description=family.help,
+        )
+
+
+def _observer(family: Family, ledger: Ledger) -> Callable[[CallbackOptions], Iterable[Observation]]:
+    def observe(options: CallbackOptions) -> Iterable[Observation]:
+        out = []
+        for (key, labels), value in ledger.snapshot().items():
+            if key == family.key:
+                attributes = dict(zip(family.labels, labels, strict=True))
+                amount = value * family.scale if family.is_float else value
+                out.append(Observation(amount, attributes))
+        return out
+
+    return observe

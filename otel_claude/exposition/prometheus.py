@@ -1,0 +1,80 @@
+"""Render ledger totals for Prometheus through a custom prometheus-client collector.
+
+The collector builds fresh metric families from a snapshot of the ledger on every scrape,
+so concurrent scrapes cannot race with ingestion and nothing is counted outside the ledger.
+Example exposition::
+
+    # TYPE claude_agent_tokens_total counter
+    claude_agent_tokens_total{model="claude-opus-4-6",source="ingest",token_type="output"} 2577.0
+"""
+
+from __future__ import annotations
+
+import platform
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from otel_claude import __version__
+from otel_claude.exposition.families import FAMILIES
+from otel_claude.ledger import Ledger
+
+
+class LedgerCollector(Collector):
+    """Expose every ledger counter plus the exporter's own build and state gauges."""
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        *,
+        sources: Callable[[], dict[str, bool]] | None = None,
+    ) -> None:
+        self._ledger = ledger
+        self._sources = sources
+
+    def collect(self) -> Iterator[Metric]:
+        """Yield one family per ledger counter, then the self-metrics."""
+        by_family: defaultdict[str, list[tuple[tuple[str, ...], int]]] = defaultdict(list)
+        for (key, labels), value in self._ledger.snapshot().items():
+            by_family[key].append((labels, value))
+        for family in FAMILIES:
+            metric = CounterMetricFamily(family.name, family.help, labels=family.labels)
+            for labels, value in sorted(by_family.get(family.key, ())):
+                metric.add_metric(labels, value * family.scale if family.is_float else value)
+            yield metric
+
+        info = GaugeMetricFamily(
+            "otel_claude_build_info",
+            "Build of the running otel-claude exporter (always 1).",
+            labels=("version", "python_version"),
+        )
+        info.add_metric((__version__, platform.python_version()), 1)
+        yield info
+
+        size = GaugeMetricFamily(
+            "otel_claude_ledger_size_bytes",
+            "On-disk size of the SQLite ledger including its write-ahead log.",
+        )
+        size.add_metric((), self._ledger.size_bytes())
+        yield size
+
+        keys = GaugeMetricFamily(
+            "otel_claude_ledger_keys",
+            "Deduplication keys held by the ledger, by kind (bounded by the dedup horizon).",
+            labels=("kind",),
+        )
+        for kind, count in sorted(self._ledger.key_counts().items()):
+            keys.add_metric((kind,), count)
+        yield keys
+
+        if self._sources is not None:
+            up = GaugeMetricFamily(
+                "otel_claude_source_up",
+                "Whether each enabled source is working (1) or failing (0).",
+                labels=("source",),
+            )
+            for name, ok in sorted(self._sources().items()):
+                up.add_metric((name,), 1 if ok else 0)
+            yield up

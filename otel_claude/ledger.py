@@ -1,0 +1,616 @@
+"""The ledger: the one place usage is counted, persisted in SQLite (WAL).
+
+Every number any renderer shows is a counter total kept here. ``apply()`` takes a batch of
+normalized records, deduplicates them against the keys already stored (step ids, result ids),
+computes counter increments with ``accounting``, and commits totals, keys, per-call state
+and source cursors in a single transaction: a crash at any instant leaves either all of a
+batch or none of it, so a restart neither loses nor repeats a token.
+
+Keys are pruned once older than the dedup horizon (default 60 days, ``dedup_horizon_days``):
+a step id seen again after that would count again, which is why the horizon should exceed
+the longest time old messages can reappear (Claude Code keeps transcripts 30 days by
+default). Nothing is held in memory per key; only the counter totals (one number per
+series) live in RAM.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sqlite3
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from otel_claude.accounting import FIELD_COUNT, ModelState
+from otel_claude.errors import LedgerError
+from otel_claude.pricing import Modifiers, PriceTable
+from otel_claude.records import (
+    TOKEN_TYPES,
+    Ignored,
+    Normalized,
+    Rejected,
+    ResultRecord,
+    StepRecord,
+)
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+LONG_CONTEXT_THRESHOLD = 200_000
+OTHER_MODEL = "other"
+UNKNOWN_MODEL = "unknown"
+
+# Counter families kept by the ledger; ``exposition.families`` gives them names and help.
+TOKENS = "tokens"  # (model, token_type, source)
+WEB_SEARCH = "web_search"  # (model, source)
+COST = "cost_pico"  # (model, cost_source)
+STEPS = "steps"  # (model, source)
+CONVERSATIONS = "conversations"  # (outcome,)
+UNPRICED = "unpriced_tokens"  # (model,)
+MESSAGES = "ingest_messages"  # (source, outcome)
+REJECTED = "ingest_rejected"  # (source, reason)
+PRUNED = "keys_pruned"  # (kind,)
+
+CounterKey = tuple[str, tuple[str, ...]]
+
+_BATCH, _GEO_US, _FAST = 1, 2, 4
+_SQL_CHUNK = 500
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS counters (
+    family TEXT NOT NULL, labels TEXT NOT NULL, value TEXT NOT NULL,
+    PRIMARY KEY (family, labels)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS steps (
+    message_id TEXT PRIMARY KEY, session_id TEXT NOT NULL, call_seq INTEGER NOT NULL,
+    model TEXT NOT NULL, source TEXT NOT NULL, mods INTEGER NOT NULL,
+    f0 INTEGER NOT NULL, f1 INTEGER NOT NULL, f2 INTEGER NOT NULL,
+    f3 INTEGER NOT NULL, f4 INTEGER NOT NULL, f5 INTEGER NOT NULL,
+    seen_at REAL NOT NULL) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS steps_seen ON steps (seen_at);
+CREATE TABLE IF NOT EXISTS calls (
+    session_id TEXT NOT NULL, seq INTEGER NOT NULL, closed_at REAL,
+    state TEXT NOT NULL, updated_at REAL NOT NULL,
+    PRIMARY KEY (session_id, seq)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS calls_updated ON calls (updated_at);
+CREATE TABLE IF NOT EXISTS results (key TEXT PRIMARY KEY, seen_at REAL NOT NULL) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS results_seen ON results (seen_at);
+CREATE TABLE IF NOT EXISTS cursors (name TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+"""
+
+
+@dataclass
+class ApplySummary:
+    """What one ``apply()`` did, message by message, for the ingest response."""
+
+    accepted: int = 0
+    duplicates: int = 0
+    ignored: int = 0
+    rejected: list[tuple[int, str]] = field(default_factory=list)
+
+
+@dataclass
+class _Call:
+    session_id: str
+    seq: int
+    closed_at: float | None
+    models: dict[str, ModelState]
+    dirty: bool = False
+
+
+@dataclass
+class _StepRow:
+    session_id: str
+    call_seq: int
+    model: str
+    source: str
+    mods: int
+    fields: list[int]
+    seen_at: float
+    dirty: bool = False
+    new: bool = False
+
+
+class _Calls:
+    """Per-batch view of the ``calls`` table, loaded lazily and written back at the end."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+        self._by_key: dict[tuple[str, int], _Call] = {}
+        self._sessions: dict[str, list[_Call]] = {}  # loaded calls by session, sorted by seq
+        self._max_seq: dict[str, int] = {}
+
+    def _load_session(self, session: str, since: float | None) -> list[_Call]:
+        calls = self._sessions.get(session)
+        if calls is not None:
+            return calls
+        rows = self._conn.execute(
+            "SELECT seq, closed_at, state FROM calls WHERE session_id = ? "
+            "AND (closed_at IS NULL OR closed_at >= ?) ORDER BY seq",
+            (session, since if since is not None else float("inf")),
+        ).fetchall()
+        calls = [self._remember(session, seq, closed, state) for seq, closed, state in rows]
+        top = self._conn.execute(
+            "SELECT MAX(seq) FROM calls WHERE session_id = ?", (session,)
+        ).fetchone()[0]
+        self._max_seq[session] = top if top is not None else 0
+        self._sessions[session] = calls
+        return calls
+
+    def _remember(self, session: str, seq: int, closed: float | None, state: str) -> _Call:
+        known = self._by_key.get((session, seq))
+        if known is not None:
+            return known
+        models = {m: ModelState.from_list(v) for m, v in json.loads(state).items()}
+        call = _Call(session, seq, closed, models)
+        self._by_key[(session, seq)] = call
+        return call
+
+    def get(self, session: str, seq: int) -> _Call:
+        call = self._by_key.get((session, seq))
+        if call is None:
+            row = self._conn.execute(
+                "SELECT closed_at, state FROM calls WHERE session_id = ? AND seq = ?",
+                (session, seq),
+            ).fetchone()
+            if row is None:  # pruned under a younger step: start a fresh, closed call
+                call = _Call(session, seq, 0.0, {}, dirty=True)
+                self._by_key[(session, seq)] = call
+            else:
+                call = self._remember(session, seq, row[0], row[1])
+        return call
+
+    def for_step(self, session: str, timestamp: float | None, since: float | None) -> _Call:
+        """The call a new step belongs to: the first call closed after it, else the open one."""
+        calls = self._load_session(session, since)
+        if timestamp is not None:
+            closed = [c for c in calls if c.closed_at is not None and c.closed_at >= timestamp]
+            if closed:
+                return min(closed, key=lambda c: (c.closed_at, c.seq))
+        return self.open_call(session, since)
+
+    def open_call(self, session: str, since: float | None) -> _Call:
+        """The session's call still waiting for its result, created when there is none."""
+        calls = self._load_session(session, since)
+        for call in calls:
+            if call.closed_at is None:
+                return call
+        seq = self._max_seq[session] + 1
+        self._max_seq[session] = seq
+        call = _Call(session, seq, None, {}, dirty=True)
+        calls.append(call)
+        self._by_key[(session, seq)] = call
+        return call
+
+    def flush(self, now: float) -> None:
+        rows = [
+            (
+                c.session_id,
+                c.seq,
+                c.closed_at,
+                json.dumps({m: s.to_list() for m, s in c.models.items()}, separators=(",", ":")),
+                now,
+            )
+            for c in self._by_key.values()
+            if c.dirty
+        ]
+        self._conn.executemany(
+            "INSERT INTO calls (session_id, seq, closed_at, state, updated_at) "
+            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (session_id, seq) DO UPDATE SET "
+            "closed_at = excluded.closed_at, state = excluded.state, "
+            "updated_at = excluded.updated_at",
+            rows,
+        )
+
+
+class Ledger:
+    """Counter totals and the state that makes them exact, in one SQLite database.
+
+    Thread-safe: one lock serializes writers and snapshot copies. ``path`` may be
+    ``":memory:"`` for the in-process Python API.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        prices: PriceTable,
+        clock: Callable[[], float] = time.time,
+        dedup_horizon_s: float = 60 * 86400,
+        synchronous: str = "normal",
+        max_models: int = 200,
+        prune_every_s: float = 3600.0,
+        before_commit: Callable[[], None] | None = None,
+    ) -> None:
+        self.path = str(path)
+        self._prices = prices
+        self._clock = clock
+        self._horizon = dedup_horizon_s
+        self._max_models = max_models
+        self._prune_every = prune_every_s
+        self._before_commit = before_commit
+        self._lock = threading.RLock()
+        self._rates: dict[tuple[str, int, int], int | None] = {}
+        try:
+            if self.path != ":memory:":
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            self._conn = sqlite3.connect(
+                self.path, isolation_level=None, check_same_thread=False, timeout=30
+            )
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            if synchronous.upper() not in {"OFF", "NORMAL", "FULL", "EXTRA"}:
+                raise LedgerError(f"unknown synchronous mode {synchronous!r}")
+            self._conn.execute(f"PRAGMA synchronous={synchronous.upper()}")
+            self._conn.executescript(_SCHEMA)
+            self._check_schema()
+            self._totals = self._load_totals()
+        except sqlite3.Error as exc:
+            raise LedgerError(f"cannot open ledger at {self.path}: {exc}") from exc
+        self._models = {labels[0] for (fam, labels) in self._totals if fam in (TOKENS, STEPS)}
+        self._last_prune = 0.0
+        self.prune()
+
+    # --- public API -----------------------------------------------------------------
+
+    def apply(
+        self,
+        items: Sequence[Normalized],
+        *,
+        source: str,
+        cursors: Mapping[str, str] | None = None,
+    ) -> ApplySummary:
+        """Count a batch of records and commit it, with ``cursors``, in one transaction."""
+        with self._lock:
+            now = self._clock()
+            summary = ApplySummary()
+            delta: defaultdict[CounterKey, int] = defaultdict(int)
+            conn = self._conn
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    self._apply_items(items, source, now, summary, delta)
+                    self._write_counters(delta)
+                    if cursors:
+                        conn.executemany(
+                            "INSERT INTO cursors (name, value) VALUES (?, ?) "
+                            "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                            list(cursors.items()),
+                        )
+                    if self._before_commit is not None:
+                        self._before_commit()
+                    conn.execute("COMMIT")
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+            except sqlite3.Error as exc:
+                raise LedgerError(f"cannot write ledger: {exc}") from exc
+            for key, value in delta.items():
+                self._totals[key] = self._totals.get(key, 0) + value
+            if now - self._last_prune >= self._prune_every:
+                self.prune()
+            return summary
+
+    def snapshot(self) -> dict[CounterKey, int]:
+        """Return a copy of every counter total (cost in picodollars)."""
+        with self._lock:
+            return dict(self._totals)
+
+    def cursor(self, name: str) -> str | None:
+        """Return a source position committed with ``apply(cursors=...)``."""
+        with self._lock:
+            row = self._conn.execute("SELECT value FROM cursors WHERE name = ?", (name,)).fetchone()
+            return None if row is None else str(row[0])
+
+    def key_counts(self) -> dict[str, int]:
+        """Return how many dedup keys of each kind are stored (bounded by the horizon)."""
+        with self._lock:
+            return {
+                table: int(self._conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
+                for table in ("steps", "calls", "results")
+            }
+
+    def size_bytes(self) -> int:
+        """Return the on-disk size of the database and its WAL."""
+        if self.path == ":memory:":
+            return 0
+        total = 0
+        for suffix in ("", "-wal", "-shm"):
+            try:
+                total += os.stat(self.path + suffix).st_size
+            except FileNotFoundError:
+                pass
+        return total
+
+    def prune(self) -> int:
+        """Drop dedup keys older than the horizon; return how many were dropped."""
+        with self._lock:
+            now = self._clock()
+            cutoff = now - self._horizon
+            dropped: dict[str, int] = {}
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+                for kind, sql in (
+                    ("step", "DELETE FROM steps WHERE seen_at < ?"),
+                    ("result", "DELETE FROM results WHERE seen_at < ?"),
+                    ("call", "DELETE FROM calls WHERE updated_at < ?"),
+                ):
+                    n = self._conn.execute(sql, (cutoff,)).rowcount
+                    if n:
+                        dropped[kind] = n
+                delta: defaultdict[CounterKey, int] = defaultdict(int)
+                for kind, n in dropped.items():
+                    delta[(PRUNED, (kind,))] += n
+                self._write_counters(delta)
+                self._conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self._conn.execute("ROLLBACK")
+                raise LedgerError(f"cannot prune ledger: {exc}") from exc
+            for key, value in delta.items():
+                self._totals[key] = self._totals.get(key, 0) + value
+            self._last_prune = now
+            if dropped:
+                log.info("pruned dedup keys", extra={"fields": dropped})
+            return sum(dropped.values())
+
+    def close(self) -> None:
+        """Close the database (committed data is already durable)."""
+        with self._lock:
+            self._conn.close()
+
+    # --- internals ------------------------------------------------------------------
+
+    def _check_schema(self) -> None:
+        row = self._conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+        if row is None:
+            self._conn.execute(
+                "INSERT INTO meta (key, value) VALUES ('schema', ?)", (str(SCHEMA_VERSION),)
+            )
+        elif int(row[0]) != SCHEMA_VERSION:
+            raise LedgerError(
+                f"ledger schema {row[0]} is not supported (expected {SCHEMA_VERSION})"
+            )
+
+    def _load_totals(self) -> dict[CounterKey, int]:
+        rows = self._conn.execute("SELECT family, labels, value FROM counters").fetchall()
+        return {(fam, tuple(labels.split("\x1f"))): int(value) for fam, labels, value in rows}
+
+    def _write_counters(self, delta: Mapping[CounterKey, int]) -> None:
+        rows = [
+            (fam, "\x1f".join(labels), str(self._totals.get((fam, labels), 0) + value))
+            for (fam, labels), value in delta.items()
+            if value
+        ]
+        self._conn.executemany(
+            "INSERT INTO counters (family, labels, value) VALUES (?, ?, ?) "
+            "ON CONFLICT (family, labels) DO UPDATE SET value = excluded.value",
+            rows,
+        )
+
+    def _label_model(self, model: str) -> str:
+        """Keep the model label set bounded: beyond ``max_models`` new names become 'other'."""
+        if model in self._models:
+            return model
+        if len(self._models) >= self._max_models:
+            return OTHER_MODEL
+        self._models.add(model)
+        return model
+
+    def _apply_items(
+        self,
+        items: Sequence[Normalized],
+        source: str,
+        now: float,
+        summary: ApplySummary,
+        delta: defaultdict[CounterKey, int],
+    ) -> None:
+        conn = self._conn
+        step_ids = {it.message_id for it in items if isinstance(it, StepRecord)}
+        result_keys = {it.key for it in items if isinstance(it, ResultRecord)}
+        rows = self._load_steps(step_ids)
+        seen_results = self._existing("SELECT key FROM results WHERE key IN ({})", result_keys)
+        since: dict[str, float] = {}
+        for it in items:
+            if isinstance(it, StepRecord) and it.timestamp is not None:
+                since[it.session_id] = min(since.get(it.session_id, it.timestamp), it.timestamp)
+        calls = _Calls(conn)
+        new_results: list[tuple[str, float]] = []
+        models_before = set(self._models)
+        for index, item in enumerate(items):
+            if isinstance(item, StepRecord):
+                changed = self._apply_step(item, rows, calls, since, now, delta)
+                if changed:
+                    summary.accepted += 1
+                    delta[(MESSAGES, (source, "accepted"))] += 1
+                else:
+                    summary.duplicates += 1
+                    delta[(MESSAGES, (source, "duplicate"))] += 1
+            elif isinstance(item, ResultRecord):
+                if item.key in seen_results:
+                    summary.duplicates += 1
+                    delta[(MESSAGES, (source, "duplicate"))] += 1
+                    continue
+                seen_results.add(item.key)
+                new_results.append((item.key, now))
+                self._apply_result(item, calls, since, now, delta)
+                summary.accepted += 1
+                delta[(MESSAGES, (source, "accepted"))] += 1
+            elif isinstance(item, Ignored):
+                summary.ignored += 1
+                delta[(MESSAGES, (source, "ignored"))] += 1
+            elif isinstance(item, Rejected):
+                summary.rejected.append((index, item.reason))
+                delta[(REJECTED, (source, item.reason))] += 1
+        try:
+            calls.flush(now)
+            conn.executemany(
+                "INSERT INTO steps (message_id, session_id, call_seq, model, source, mods, "
+                "f0, f1, f2, f3, f4, f5, seen_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?) "
+                "ON CONFLICT (message_id) DO UPDATE SET mods = excluded.mods, "
+                "f0 = excluded.f0, f1 = excluded.f1, f2 = excluded.f2, f3 = excluded.f3, "
+                "f4 = excluded.f4, f5 = excluded.f5",
+                [
+                    (mid, r.session_id, r.call_seq, r.model, r.source, r.mods, *r.fields, r.seen_at)
+                    for mid, r in rows.items()
+                    if r is not None and r.dirty
+                ],
+            )
+            conn.executemany("INSERT INTO results (key, seen_at) VALUES (?, ?)", new_results)
+        except BaseException:
+            self._models = models_before
+            raise
+
+    def _load_steps(self, ids: Iterable[str]) -> dict[str, _StepRow | None]:
+        found: dict[str, _StepRow | None] = {}
+        id_list = list(ids)
+        for start in range(0, len(id_list), _SQL_CHUNK):
+            chunk = id_list[start : start + _SQL_CHUNK]
+            marks = ",".join("?" * len(chunk))
+            for row in self._conn.execute(
+                "SELECT message_id, session_id, call_seq, model, source, mods, "
+                f"f0, f1, f2, f3, f4, f5, seen_at FROM steps WHERE message_id IN ({marks})",
+                chunk,
+            ):
+                found[row[0]] = _StepRow(
+                    row[1], row[2], row[3], row[4], row[5], list(row[6:12]), row[12]
+                )
+        return found
+
+    def _existing(self, sql: str, keys: set[str]) -> set[str]:
+        out: set[str] = set()
+        key_list = list(keys)
+        for start in range(0, len(key_list), _SQL_CHUNK):
+            chunk = key_list[start : start + _SQL_CHUNK]
+            query = sql.format(",".join("?" * len(chunk)))
+            out.update(row[0] for row in self._conn.execute(query, chunk))
+        return out
+
+    def _apply_step(
+        self,
+        step: StepRecord,
+        rows: dict[str, _StepRow | None],
+        calls: _Calls,
+        since: Mapping[str, float],
+        now: float,
+        delta: defaultdict[CounterKey, int],
+    ) -> bool:
+        mods = (
+            (_BATCH if step.batch else 0)
+            | (_GEO_US if step.geo_us else 0)
+            | (_FAST if step.fast else 0)
+        )
+        values = step.fields()
+        row = rows.get(step.message_id)
+        if row is None:
+            model = self._label_model(step.model)
+            call = calls.for_step(step.session_id, step.timestamp, since.get(step.session_id))
+            row = _StepRow(
+                step.session_id,
+                call.seq,
+                model,
+                step.source,
+                mods,
+                list(values),
+                now,
+                dirty=True,
+                new=True,
+            )
+            rows[step.message_id] = row
+            deltas = list(values)
+            delta[(STEPS, (model, step.source))] += 1
+        else:
+            merged = [max(a, b) for a, b in zip(row.fields, values, strict=True)]
+            deltas = [m - o for m, o in zip(merged, row.fields, strict=True)]
+            if not any(deltas) and (row.mods | mods) == row.mods:
+                return False
+            row.fields = merged
+            row.mods |= mods
+            row.dirty = True
+            call = calls.get(row.session_id, row.call_seq)
+            if not any(deltas):
+                return True
+        state = call.models.get(row.model)
+        if state is None:
+            state = call.models[row.model] = ModelState()
+        increments = state.add_steps(deltas)
+        call.dirty = True
+        self._emit(delta, row.model, row.source, increments, self._step_modifiers(row))
+        return True
+
+    def _apply_result(
+        self,
+        result: ResultRecord,
+        calls: _Calls,
+        since: Mapping[str, float],
+        now: float,
+        delta: defaultdict[CounterKey, int],
+    ) -> None:
+        delta[(CONVERSATIONS, (result.outcome,))] += 1
+        reported = [(m, t.cost_pico) for m, t in result.models.items() if t.cost_pico]
+        if reported:
+            for model, pico in reported:
+                delta[(COST, (self._label_model(model), "reported"))] += pico or 0
+        elif result.total_cost_pico:
+            delta[(COST, (UNKNOWN_MODEL, "reported"))] += result.total_cost_pico
+        call = calls.open_call(result.session_id, since.get(result.session_id))
+        call.closed_at = result.timestamp if result.timestamp is not None else now
+        call.dirty = True
+        for raw_model, totals in result.models.items():
+            model = self._label_model(raw_model)
+            state = call.models.get(model)
+            if state is None:
+                state = call.models[model] = ModelState()
+            increments = state.raise_result(totals.fields())
+            self._emit(delta, model, result.source, increments, Modifiers())
+
+    def _step_modifiers(self, row: _StepRow) -> Modifiers:
+        f = row.fields
+        total_input = f[0] + f[2] + f[3] + f[4]
+        return Modifiers(
+            batch=bool(row.mods & _BATCH),
+            geo_us=bool(row.mods & _GEO_US),
+            fast=bool(row.mods & _FAST),
+            long_context=total_input > LONG_CONTEXT_THRESHOLD
+            and self._prices.long_context_eligible(row.model),
+        )
+
+    def _rate(self, model: str, index: int, mods: Modifiers) -> int | None:
+        bits = (
+            (_BATCH if mods.batch else 0)
+            | (_GEO_US if mods.geo_us else 0)
+            | (_FAST if mods.fast else 0)
+            | (8 if mods.long_context else 0)
+        )
+        key = (model, index, bits)
+        if key not in self._rates:
+            if index == FIELD_COUNT - 1:  # web searches cost the same on every model
+                self._rates[key] = self._prices.web_search_picousd_per_request()
+            else:
+                self._rates[key] = self._prices.picousd_per_token(model, TOKEN_TYPES[index], mods)
+        return self._rates[key]
+
+    def _emit(
+        self,
+        delta: defaultdict[CounterKey, int],
+        model: str,
+        source: str,
+        increments: list[int],
+        mods: Modifiers,
+    ) -> None:
+        for index, amount in enumerate(increments):
+            if not amount:
+                continue
+            if index < len(TOKEN_TYPES):
+                delta[(TOKENS, (model, TOKEN_TYPES[index], source))] += amount
+            else:
+                delta[(WEB_SEARCH, (model, source))] += amount
+            rate = self._rate(model, index, mods)
+            if rate is None:
+                if index < len(TOKEN_TYPES):
+                    delta[(UNPRICED, (model,))] += amount
+            else:
+                delta[(COST, (model, "estimated"))] += amount * rate

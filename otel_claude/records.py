@@ -1,0 +1,113 @@
+"""The normalized shapes every client-side source is turned into before it reaches the ledger.
+
+A step is one API response (one ``message.id``); a result is the end-of-call summary the
+Agent SDK / ``claude -p`` emits. Sources never count anything themselves: they only produce
+these records, so the counting rules live in exactly one place (``ledger`` + ``accounting``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+#: Token kinds of ``claude_agent_tokens_total{token_type}``, in ledger field order.
+TOKEN_TYPES: tuple[str, ...] = (
+    "input",
+    "output",
+    "cache_read",
+    "cache_creation_5m",
+    "cache_creation_1h",
+)
+
+#: Where a record came from; the ``source`` label.
+SOURCES: tuple[str, ...] = ("sdk", "ingest", "transcript")
+
+
+@dataclass(frozen=True, slots=True)
+class StepRecord:
+    """Usage of one API response, identified globally by its ``message.id``.
+
+    ``cache_5m``/``cache_1h`` are the split cache writes; an unsplit
+    ``cache_creation_input_tokens`` arrives here as 5m (DESIGN §3 rule 4).
+    """
+
+    message_id: str
+    session_id: str
+    model: str
+    source: str
+    input: int = 0
+    output: int = 0
+    cache_read: int = 0
+    cache_5m: int = 0
+    cache_1h: int = 0
+    web_search: int = 0
+    batch: bool = False
+    geo_us: bool = False
+    fast: bool = False
+    timestamp: float | None = None
+
+    def fields(self) -> tuple[int, int, int, int, int, int]:
+        """Return the countable values in ledger field order (token types, then searches)."""
+        return (
+            self.input,
+            self.output,
+            self.cache_read,
+            self.cache_5m,
+            self.cache_1h,
+            self.web_search,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ModelTotals:
+    """One ``modelUsage`` entry of a result: cumulative for the call, subagents included.
+
+    ``cache_creation`` is not split by TTL in results; ``cost_pico`` is the reported
+    ``costUSD`` in picodollars (1e-12 USD), or None when absent.
+    """
+
+    input: int = 0
+    output: int = 0
+    cache_read: int = 0
+    cache_creation: int = 0
+    web_search: int = 0
+    cost_pico: int | None = None
+
+    def fields(self) -> tuple[int, int, int, int, int]:
+        """Return result totals in order: input, output, cache_read, cache_creation, searches."""
+        return (self.input, self.output, self.cache_read, self.cache_creation, self.web_search)
+
+
+@dataclass(frozen=True, slots=True)
+class ResultRecord:
+    """The end of one ``query()`` call: reported cost and authoritative per-model totals.
+
+    ``key`` identifies the message itself (``session_id`` + ``uuid``) so a re-sent result
+    changes nothing.
+    """
+
+    key: str
+    session_id: str
+    outcome: str
+    source: str
+    models: dict[str, ModelTotals] = field(default_factory=dict)
+    total_cost_pico: int | None = None
+    timestamp: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Ignored:
+    """A valid message that carries no billable usage (user turns, system lines, errors)."""
+
+    kind: str
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """A message that cannot be used; ``reason`` is a bounded label value, ``detail`` free text."""
+
+    reason: str
+    detail: str = ""
+
+
+Record = StepRecord | ResultRecord
+Normalized = StepRecord | ResultRecord | Ignored | Rejected

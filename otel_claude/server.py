@@ -1,0 +1,249 @@
+"""HTTP surface: ``/metrics``, ``/healthz``, ``/readyz``, ``/`` and ``POST /v1/events``.
+
+A small threaded stdlib server is enough: every request is short, and the ledger serializes
+writers anyway. ``POST /v1/events`` answers 202 only after its batch is committed, so 202
+means the messages survive a crash of the exporter.
+"""
+
+from __future__ import annotations
+
+import hmac
+import html
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import choose_encoder
+
+from otel_claude import __version__
+from otel_claude.errors import LedgerError
+from otel_claude.ledger import Ledger
+from otel_claude.sources.ingest import parse_body
+
+log = logging.getLogger(__name__)
+
+INGEST_SOURCE = "ingest"
+MAX_REJECTIONS_LISTED = 1000
+
+
+@dataclass
+class SourceStates:
+    """Which sources are enabled, whether their first pass is done, and whether they work."""
+
+    _ready: dict[str, bool] = field(default_factory=dict)
+    _up: dict[str, bool] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def set(self, source: str, *, ready: bool, up: bool) -> None:
+        """Record the state of ``source``."""
+        with self._lock:
+            self._ready[source] = ready
+            self._up[source] = up
+
+    def up(self) -> dict[str, bool]:
+        """Per-source health for ``otel_claude_source_up``."""
+        with self._lock:
+            return dict(self._up)
+
+    def not_ready(self) -> list[str]:
+        """Sources whose initial scan or first poll has not finished."""
+        with self._lock:
+            return sorted(name for name, ok in self._ready.items() if not ok)
+
+
+class IngestEndpoint:
+    """The semantics of ``POST /v1/events``, independent of the HTTP plumbing."""
+
+    def __init__(self, ledger: Ledger, *, token: str | None, max_bytes: int) -> None:
+        self._ledger = ledger
+        self._token = token
+        self.max_bytes = max_bytes
+
+    def authorized(self, header: str | None) -> bool:
+        """Whether the ``Authorization`` header carries the ingest token (if one is set)."""
+        if self._token is None:
+            return True
+        if not header or not header.startswith("Bearer "):
+            return False
+        return hmac.compare_digest(header[7:].strip().encode(), self._token.encode())
+
+    def post(self, body: bytes) -> tuple[int, dict[str, Any]]:
+        """Apply one body; return the HTTP status and JSON answer."""
+        if not body.strip():
+            return 400, {"error": "empty body: send a JSON message, a JSON array or NDJSON"}
+        parsed = parse_body(body, INGEST_SOURCE)
+        lines = [line for line, _ in parsed]
+        try:
+            summary = self._ledger.apply([item for _, item in parsed], source=INGEST_SOURCE)
+        except LedgerError as exc:
+            log.error("ingest not committed", extra={"fields": {"error": str(exc)}})
+            return 503, {"error": "the ledger could not commit this batch; retry later"}
+        rejected = [{"line": lines[i], "reason": reason} for i, reason in summary.rejected]
+        answer: dict[str, Any] = {
+            "accepted": summary.accepted,
+            "duplicates": summary.duplicates,
+            "ignored": summary.ignored,
+            "rejected": rejected[:MAX_REJECTIONS_LISTED],
+        }
+        if len(rejected) > MAX_REJECTIONS_LISTED:
+            answer["rejected_total"] = len(rejected)
+        if rejected:
+            log.info(
+                "messages rejected",
+                extra={
+                    "fields": {
+                        "count": len(rejected),
+                        "first_line": rejected[0]["line"],
+                        "first_reason": rejected[0]["reason"],
+                    }
+                },
+            )
+        if summary.accepted + summary.duplicates + summary.ignored == 0:
+            answer["error"] = "no usable message in body"
+            return 400, answer
+        return 202, answer
+
+
+class ExporterServer(ThreadingHTTPServer):
+    """The threaded HTTP server, carrying the application objects the handler needs."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(
+        self,
+        address: tuple[str, int],
+        *,
+        registry: CollectorRegistry,
+        ingest: IngestEndpoint,
+        sources: SourceStates,
+    ) -> None:
+        self.registry = registry
+        self.ingest = ingest
+        self.sources = sources
+        self.started = time.time()
+        super().__init__(address, _Handler)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: ExporterServer
+    server_version = f"otel-claude/{__version__}"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("http request", extra={"fields": {"line": format % args}})
+
+    def _send(
+        self, status: int, body: bytes, content_type: str, headers: dict[str, str] | None = None
+    ) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _json(self, status: int, doc: dict[str, Any], **headers: str) -> None:
+        self._send(status, json.dumps(doc).encode() + b"\n", "application/json", headers)
+
+    def do_HEAD(self) -> None:
+        self.do_GET()
+
+    def do_GET(self) -> None:
+        path = self.path.split("?", 1)[0]
+        routes: dict[str, Callable[[], None]] = {
+            "/metrics": self._metrics,
+            "/healthz": lambda: self._send(200, b"ok\n", "text/plain; charset=utf-8"),
+            "/readyz": self._readyz,
+            "/": self._landing,
+        }
+        route = routes.get(path)
+        if route is None:
+            self._json(404, {"error": f"no such page: {path}"})
+        else:
+            route()
+
+    def _metrics(self) -> None:
+        encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
+        self._send(200, encoder(self.server.registry), content_type)
+
+    def _readyz(self) -> None:
+        waiting = self.server.sources.not_ready()
+        if waiting:
+            self._json(503, {"ready": False, "waiting_for": waiting})
+        else:
+            self._json(200, {"ready": True})
+
+    def _landing(self) -> None:
+        rows = "".join(
+            f"<tr><td>{html.escape(name)}</td><td>{'up' if ok else 'down'}</td></tr>"
+            for name, ok in sorted(self.server.sources.up().items())
+        )
+        waiting = self.server.sources.not_ready()
+        page = f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>otel-claude</title></head>
+<body><h1>otel-claude {html.escape(__version__)}</h1>
+<p>Claude usage, prompt-cache and cost metrics.
+Ready: {"yes" if not waiting else "waiting for " + html.escape(", ".join(waiting))}.</p>
+<table><tr><th>source</th><th>state</th></tr>{rows}</table>
+<ul><li><a href="/metrics">/metrics</a></li><li><a href="/healthz">/healthz</a></li>
+<li><a href="/readyz">/readyz</a></li><li>POST /v1/events (SDK / stream-json messages)</li></ul>
+</body></html>
+"""
+        self._send(200, page.encode(), "text/html; charset=utf-8")
+
+    def do_POST(self) -> None:
+        path = self.path.split("?", 1)[0]
+        ingest = self.server.ingest
+        if path != "/v1/events":
+            self.close_connection = True
+            self._json(404, {"error": f"no such endpoint: {path}"}, Connection="close")
+            return
+        if not ingest.authorized(self.headers.get("Authorization")):
+            self.close_connection = True
+            self._json(
+                401,
+                {"error": "missing or wrong bearer token"},
+                Connection="close",
+                **{"WWW-Authenticate": 'Bearer realm="otel-claude"'},
+            )
+            return
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            self.close_connection = True
+            self._json(
+                411,
+                {"error": "send a Content-Length (chunked bodies are not accepted)"},
+                Connection="close",
+            )
+            return
+        length_header = self.headers.get("Content-Length")
+        try:
+            length = int(length_header) if length_header is not None else -1
+        except ValueError:
+            length = -1
+        if length < 0:
+            self.close_connection = True
+            self._json(411, {"error": "Content-Length is required"}, Connection="close")
+            return
+        if length > ingest.max_bytes:
+            self.close_connection = True
+            self._json(
+                413,
+                {
+                    "error": f"body of {length} bytes exceeds the limit of "
+                    f"{ingest.max_bytes} bytes; split it into batches"
+                },
+                Connection="close",
+            )
+            return
+        body = self.rfile.read(length)
+        status, answer = ingest.post(body)
+        self._json(status, answer)

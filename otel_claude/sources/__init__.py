@@ -1,0 +1,1 @@
+"""Sources: turn what arrives from outside into normalized records (no counting here)."""

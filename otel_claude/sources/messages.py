@@ -1,0 +1,388 @@
+"""Normalize Agent SDK messages, in object or JSON form, into ledger records.
+
+Accepted forms, all mapped to the same ``StepRecord``/``ResultRecord``:
+
+* ``claude_agent_sdk`` objects (``AssistantMessage``, ``ResultMessage``; other message classes
+  are valid but carry no usage), recognised by class name so the SDK stays an optional import;
+* their JSON forms: ``claude -p --output-format stream-json`` lines and TypeScript SDK
+  messages (``{"type": "assistant", "message": {...}}`` / ``{"type": "result", ...}``), plus the
+  camelCase keys of Claude Code transcript lines (``sessionId``, ``isApiErrorMessage``).
+
+Anything that cannot be counted without guessing (no ``message.id``, no usage, a negative
+token count) becomes ``Rejected`` with a bounded reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from otel_claude.pricing import normalize_model_id
+from otel_claude.records import (
+    Ignored,
+    ModelTotals,
+    Normalized,
+    Rejected,
+    ResultRecord,
+    StepRecord,
+)
+
+SYNTHETIC_MODEL = "<synthetic>"
+MAX_ID_LENGTH = 256
+MAX_MODEL_LENGTH = 128
+
+#: Result subtypes kept as ``outcome`` label values; anything else is ``other``.
+OUTCOMES = frozenset(
+    {
+        "success",
+        "error_during_execution",
+        "error_max_turns",
+        "error_max_budget_usd",
+        "error_max_structured_output_retries",
+    }
+)
+
+#: Message types that are valid but never carry billable usage.
+_NO_USAGE_TYPES = frozenset(
+    {
+        "user",
+        "system",
+        "stream_event",
+        "rate_limit_event",
+        "summary",
+        "file-history-snapshot",
+        "queue-operation",
+        "progress",
+        "tool_progress",
+        "auth_status",
+        "keep_alive",
+        "control_request",
+        "control_response",
+    }
+)
+
+_SDK_NO_USAGE_CLASSES = frozenset(
+    {
+        "UserMessage",
+        "SystemMessage",
+        "StreamEvent",
+        "RateLimitEvent",
+        "TaskStartedMessage",
+        "TaskProgressMessage",
+        "TaskNotificationMessage",
+    }
+)
+
+_PICO = Decimal(10) ** 12
+
+
+class _Bad(Exception):
+    """Internal: a field is unusable; becomes a ``Rejected`` at the boundary."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        self.reason = reason
+        self.detail = detail
+        super().__init__(detail)
+
+
+def normalize(message: object, source: str) -> Normalized:
+    """Turn one SDK message object or JSON dict into a record, ``Ignored`` or ``Rejected``."""
+    try:
+        if isinstance(message, Mapping):
+            return _from_json(message, source)
+        kind = type(message).__name__
+        if kind == "AssistantMessage":
+            return _from_sdk_assistant(message, source)
+        if kind == "ResultMessage":
+            return _from_sdk_result(message, source)
+        if kind in _SDK_NO_USAGE_CLASSES:
+            return Ignored(kind)
+        return Rejected("not_an_object", f"unsupported message type {kind}")
+    except _Bad as bad:
+        return Rejected(bad.reason, bad.detail)
+
+
+def normalize_line(line: str | bytes, source: str) -> Normalized:
+    """Parse one JSON text (an NDJSON line) and normalize it."""
+    try:
+        value = json.loads(line)
+    except UnicodeDecodeError:
+        return Rejected("invalid_utf8", "line is not valid UTF-8")
+    except ValueError as exc:
+        return Rejected("invalid_json", str(exc)[:200])
+    if not isinstance(value, dict):
+        return Rejected("not_an_object", f"expected a JSON object, got {type(value).__name__}")
+    return normalize(value, source)
+
+
+# --- JSON forms -------------------------------------------------------------------------
+
+
+def _from_json(data: Mapping[str, Any], source: str) -> Normalized:
+    kind = data.get("type")
+    if not isinstance(kind, str):
+        raise _Bad("missing_type", "message has no string 'type'")
+    if kind == "assistant":
+        message = data.get("message")
+        if not isinstance(message, Mapping):
+            raise _Bad("invalid_message", "assistant line has no 'message' object")
+        if data.get("error") or data.get("isApiErrorMessage") is True:
+            return Ignored("api_error")
+        return _step(
+            message_id=message.get("id"),
+            model=message.get("model"),
+            usage=message.get("usage"),
+            session_id=_first(data, "session_id", "sessionId"),
+            timestamp=data.get("timestamp"),
+            source=source,
+        )
+    if kind == "result":
+        return _result(
+            session_id=_first(data, "session_id", "sessionId"),
+            uuid=data.get("uuid"),
+            subtype=data.get("subtype"),
+            total_cost=data.get("total_cost_usd"),
+            model_usage=_first(data, "modelUsage", "model_usage"),
+            timestamp=data.get("timestamp"),
+            identity=data,
+            source=source,
+        )
+    return Ignored(kind if kind in _NO_USAGE_TYPES else "other")
+
+
+# --- SDK objects ------------------------------------------------------------------------
+
+
+def _from_sdk_assistant(msg: object, source: str) -> Normalized:
+    if getattr(msg, "error", None):
+        return Ignored("api_error")
+    return _step(
+        message_id=getattr(msg, "message_id", None),
+        model=getattr(msg, "model", None),
+        usage=getattr(msg, "usage", None),
+        session_id=getattr(msg, "session_id", None),
+        timestamp=None,
+        source=source,
+    )
+
+
+def _from_sdk_result(msg: object, source: str) -> Normalized:
+    identity = {
+        name: getattr(msg, name, None)
+        for name in ("session_id", "subtype", "num_turns", "duration_ms", "total_cost_usd")
+    }
+    return _result(
+        session_id=getattr(msg, "session_id", None),
+        uuid=getattr(msg, "uuid", None),
+        subtype=getattr(msg, "subtype", None),
+        total_cost=getattr(msg, "total_cost_usd", None),
+        model_usage=getattr(msg, "model_usage", None),
+        timestamp=None,
+        identity=identity,
+        source=source,
+    )
+
+
+# --- shared field rules -----------------------------------------------------------------
+
+
+def _step(
+    *,
+    message_id: object,
+    model: object,
+    usage: object,
+    session_id: object,
+    timestamp: object,
+    source: str,
+) -> Normalized:
+    if not isinstance(model, str) or not model:
+        raise _Bad("missing_model", "assistant message has no model")
+    if model == SYNTHETIC_MODEL:
+        return Ignored("synthetic")
+    if not isinstance(message_id, str) or not message_id:
+        raise _Bad("missing_message_id", "assistant message has no message id to deduplicate by")
+    if len(message_id) > MAX_ID_LENGTH:
+        raise _Bad("invalid_field", "message id is too long")
+    if not isinstance(usage, Mapping):
+        raise _Bad("missing_usage", "assistant message has no usage object")
+    inp = _count(usage, "input_tokens", required=True)
+    out = _count(usage, "output_tokens", required=True)
+    read = _count(usage, "cache_read_input_tokens")
+    unsplit = _count(usage, "cache_creation_input_tokens")
+    split = usage.get("cache_creation")
+    if isinstance(split, Mapping):
+        c5m = _count(split, "ephemeral_5m_input_tokens")
+        c1h = _count(split, "ephemeral_1h_input_tokens")
+        # A split that sums to less than the unsplit total leaves the rest as 5m writes.
+        c5m = max(c5m, unsplit - c1h)
+    elif split is None:
+        c5m, c1h = unsplit, 0
+    else:
+        raise _Bad("invalid_usage", "usage.cache_creation is not an object")
+    searches = 0
+    server_tools = usage.get("server_tool_use")
+    if isinstance(server_tools, Mapping):
+        searches = _count(server_tools, "web_search_requests")
+    return StepRecord(
+        message_id=message_id,
+        session_id=_session(session_id, required=False),
+        model=_model(model),
+        source=source,
+        input=inp,
+        output=out,
+        cache_read=read,
+        cache_5m=c5m,
+        cache_1h=c1h,
+        web_search=searches,
+        batch=usage.get("service_tier") == "batch",
+        geo_us=str(usage.get("inference_geo") or "").lower() == "us",
+        fast=usage.get("speed") == "fast",
+        timestamp=_timestamp(timestamp),
+    )
+
+
+def _result(
+    *,
+    session_id: object,
+    uuid: object,
+    subtype: object,
+    total_cost: object,
+    model_usage: object,
+    timestamp: object,
+    identity: Mapping[str, Any],
+    source: str,
+) -> Normalized:
+    session = _session(session_id, required=True)
+    if uuid is not None and (not isinstance(uuid, str) or not uuid or len(uuid) > MAX_ID_LENGTH):
+        raise _Bad("invalid_field", "result uuid is not a string")
+    if uuid:
+        key = f"{session}\x1f{uuid}"
+    else:
+        # Older SDKs send no uuid: identify the message by its own content, so the same
+        # result re-sent is still recognised, while two different results stay distinct.
+        digest = hashlib.sha256(
+            json.dumps(identity, sort_keys=True, default=str).encode()
+        ).hexdigest()[:32]
+        key = f"{session}\x1f#{digest}"
+    models: dict[str, ModelTotals] = {}
+    if model_usage is not None:
+        if not isinstance(model_usage, Mapping):
+            raise _Bad("invalid_usage", "modelUsage is not an object")
+        for raw_model, entry in model_usage.items():
+            if not isinstance(entry, Mapping):
+                raise _Bad("invalid_usage", "modelUsage entry is not an object")
+            name = _model(raw_model)
+            totals = ModelTotals(
+                input=_count(entry, "inputTokens"),
+                output=_count(entry, "outputTokens"),
+                cache_read=_count(entry, "cacheReadInputTokens"),
+                cache_creation=_count(entry, "cacheCreationInputTokens"),
+                web_search=_count(entry, "webSearchRequests"),
+                cost_pico=_usd_to_pico(entry.get("costUSD"), "modelUsage.costUSD"),
+            )
+            previous = models.get(name)
+            models[name] = totals if previous is None else _merge_totals(previous, totals)
+    outcome = subtype if isinstance(subtype, str) and subtype in OUTCOMES else "other"
+    return ResultRecord(
+        key=key,
+        session_id=session,
+        outcome=outcome,
+        source=source,
+        models=models,
+        total_cost_pico=_usd_to_pico(total_cost, "total_cost_usd"),
+        timestamp=_timestamp(timestamp),
+    )
+
+
+def _merge_totals(a: ModelTotals, b: ModelTotals) -> ModelTotals:
+    """Two provider spellings of one model (e.g. Bedrock and first-party) add up."""
+    cost = (
+        None
+        if a.cost_pico is None and b.cost_pico is None
+        else ((a.cost_pico or 0) + (b.cost_pico or 0))
+    )
+    return ModelTotals(
+        input=a.input + b.input,
+        output=a.output + b.output,
+        cache_read=a.cache_read + b.cache_read,
+        cache_creation=a.cache_creation + b.cache_creation,
+        web_search=a.web_search + b.web_search,
+        cost_pico=cost,
+    )
+
+
+def _first(data: Mapping[str, Any], *keys: str) -> object:
+    for key in keys:
+        value = data.get(key)
+        if value is not None:
+            return value
+    return None
+
+
+def _count(usage: Mapping[str, Any], key: str, *, required: bool = False) -> int:
+    value = usage.get(key)
+    if value is None:
+        if required:
+            raise _Bad("invalid_usage", f"usage.{key} is missing")
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int):
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        else:
+            raise _Bad("invalid_usage", f"usage.{key} is not an integer")
+    if value < 0:
+        raise _Bad("invalid_usage", f"usage.{key} is negative")
+    return value
+
+
+def _session(value: object, *, required: bool) -> str:
+    if value is None or value == "":
+        if required:
+            raise _Bad("missing_session_id", "result message has no session_id")
+        return ""
+    if not isinstance(value, str) or len(value) > MAX_ID_LENGTH:
+        raise _Bad("invalid_field", "session_id is not a short string")
+    return value
+
+
+def _model(raw: object) -> str:
+    if not isinstance(raw, str) or not raw or len(raw) > MAX_MODEL_LENGTH:
+        raise _Bad("invalid_field", "model is not a short string")
+    name = normalize_model_id(raw)
+    if not name or not name.isprintable():
+        raise _Bad("invalid_field", "model contains unprintable characters")
+    return name
+
+
+def _usd_to_pico(value: object, name: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise _Bad("invalid_cost", f"{name} is not a number")
+    try:
+        amount = Decimal(str(value))
+    except InvalidOperation:
+        raise _Bad("invalid_cost", f"{name} is not a number") from None
+    if not amount.is_finite() or amount < 0:
+        raise _Bad("invalid_cost", f"{name} is negative or not finite")
+    return int((amount * _PICO).to_integral_value())
+
+
+def _timestamp(value: object) -> float | None:
+    """Return epoch seconds for an ISO-8601 string or epoch number; None when absent/unreadable.
+
+    A timestamp only places a late step into its call; an unreadable one is treated as absent
+    rather than costing the usage on the line.
+    """
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str) and value:
+        try:
+            return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+        except ValueError:
+            return None
+    return None

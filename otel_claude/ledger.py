@@ -31,6 +31,7 @@ from otel_claude.errors import LedgerError
 from otel_claude.pricing import Modifiers, PriceTable
 from otel_claude.records import (
     TOKEN_TYPES,
+    CallStart,
     Ignored,
     Normalized,
     Rejected,
@@ -92,6 +93,7 @@ class ApplySummary:
     duplicates: int = 0
     ignored: int = 0
     rejected: list[tuple[int, str]] = field(default_factory=list)
+    new_keys: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -124,6 +126,7 @@ class _Calls:
         self._by_key: dict[tuple[str, int], _Call] = {}
         self._sessions: dict[str, list[_Call]] = {}  # loaded calls by session, sorted by seq
         self._max_seq: dict[str, int] = {}
+        self.created = 0
 
     def _load_session(self, session: str, since: float | None) -> list[_Call]:
         calls = self._sessions.get(session)
@@ -183,9 +186,17 @@ class _Calls:
         seq = self._max_seq[session] + 1
         self._max_seq[session] = seq
         call = _Call(session, seq, None, {}, dirty=True)
+        self.created += 1
         calls.append(call)
         self._by_key[(session, seq)] = call
         return call
+
+    def start(self, session: str, since: float | None, now: float) -> None:
+        """A new call begins: an open call that already has steps ended without a result."""
+        for call in self._load_session(session, since):
+            if call.closed_at is None and call.models:
+                call.closed_at = now
+                call.dirty = True
 
     def flush(self, now: float) -> None:
         rows = [
@@ -253,6 +264,7 @@ class Ledger:
             raise LedgerError(f"cannot open ledger at {self.path}: {exc}") from exc
         self._models = {labels[0] for (fam, labels) in self._totals if fam in (TOKENS, STEPS)}
         self._last_prune = 0.0
+        self._key_counts: dict[str, int] = {}
         self.prune()
 
     # --- public API -----------------------------------------------------------------
@@ -291,6 +303,8 @@ class Ledger:
                 raise LedgerError(f"cannot write ledger: {exc}") from exc
             for key, value in delta.items():
                 self._totals[key] = self._totals.get(key, 0) + value
+            for kind, added in summary.new_keys.items():
+                self._key_counts[kind] = self._key_counts.get(kind, 0) + added
             if now - self._last_prune >= self._prune_every:
                 self.prune()
             return summary
@@ -307,12 +321,19 @@ class Ledger:
             return None if row is None else str(row[0])
 
     def key_counts(self) -> dict[str, int]:
-        """Return how many dedup keys of each kind are stored (bounded by the horizon)."""
+        """Return how many dedup keys of each kind are stored (bounded by the horizon).
+
+        Counted once at start and after each prune, then kept up to date in memory, so a
+        scrape never scans the tables.
+        """
         with self._lock:
-            return {
-                table: int(self._conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
-                for table in ("steps", "calls", "results")
-            }
+            return dict(self._key_counts)
+
+    def _count_keys(self) -> dict[str, int]:
+        return {
+            table: int(self._conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
+            for table in ("steps", "calls", "results")
+        }
 
     def size_bytes(self) -> int:
         """Return the on-disk size of the database and its WAL."""
@@ -352,6 +373,7 @@ class Ledger:
                 raise LedgerError(f"cannot prune ledger: {exc}") from exc
             for key, value in delta.items():
                 self._totals[key] = self._totals.get(key, 0) + value
+            self._key_counts = self._count_keys()
             self._last_prune = now
             if dropped:
                 log.info("pruned dedup keys", extra={"fields": dropped})
@@ -410,7 +432,7 @@ class Ledger:
     ) -> None:
         conn = self._conn
         step_ids = {it.message_id for it in items if isinstance(it, StepRecord)}
-        result_keys = {it.key for it in items if isinstance(it, ResultRecord)}
+        result_keys = {it.key for it in items if isinstance(it, ResultRecord | CallStart)}
         rows = self._load_steps(step_ids)
         seen_results = self._existing("SELECT key FROM results WHERE key IN ({})", result_keys)
         since: dict[str, float] = {}
@@ -439,12 +461,24 @@ class Ledger:
                 self._apply_result(item, calls, since, now, delta)
                 summary.accepted += 1
                 delta[(MESSAGES, (source, "accepted"))] += 1
+            elif isinstance(item, CallStart):
+                summary.ignored += 1
+                delta[(MESSAGES, (source, "ignored"))] += 1
+                if item.key not in seen_results:
+                    seen_results.add(item.key)
+                    new_results.append((item.key, now))
+                    calls.start(item.session_id, since.get(item.session_id), now)
             elif isinstance(item, Ignored):
                 summary.ignored += 1
                 delta[(MESSAGES, (source, "ignored"))] += 1
             elif isinstance(item, Rejected):
                 summary.rejected.append((index, item.reason))
                 delta[(REJECTED, (source, item.reason))] += 1
+        summary.new_keys = {
+            "steps": sum(1 for r in rows.values() if r is not None and r.new),
+            "results": len(new_results),
+            "calls": calls.created,
+        }
         try:
             calls.flush(now)
             conn.executemany(

@@ -95,6 +95,19 @@ class ResultRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class CallStart:
+    """A ``system``/``init`` message: a new ``query()`` call (or ``claude -p`` run) begins.
+
+    Any steps of the session still waiting for a result belong to an earlier call that ended
+    without one (crash, interrupt), so they must not be merged into the next result's call.
+    ``key`` (session + uuid) makes a re-sent init change nothing.
+    """
+
+    key: str
+    session_id: str
+
+
+@dataclass(frozen=True, slots=True)
 class Ignored:
     """A valid message that carries no billable usage (user turns, system lines, errors)."""
 
@@ -110,4 +123,4 @@ class Rejected:
 
 
 Record = StepRecord | ResultRecord
-Normalized = StepRecord | ResultRecord | Ignored | Rejected
+Normalized = StepRecord | ResultRecord | CallStart | Ignored | Rejected

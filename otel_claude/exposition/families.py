@@ -9,6 +9,7 @@ OpenTelemetry Collector's Prometheus exporter produces exactly the Prometheus na
 from __future__ import annotations
 
 from dataclasses import dataclass
+from decimal import Decimal
 
 from otel_claude import ledger
 
@@ -23,12 +24,13 @@ class Family:
     unit: str
     help: str
     labels: tuple[str, ...]
-    scale: float = 1.0  # multiply the ledger integer by this (cost: picodollars → USD)
+    divisor: int = 1  # ledger integer per exposed unit (cost: 10**12 picodollars per USD)
 
-    @property
-    def is_float(self) -> bool:
-        """Whether values are fractional (cost) rather than integer counts."""
-        return self.scale != 1.0
+    def value(self, raw: int) -> int | float:
+        """Convert a ledger integer to the exposed number (exact decimal for cost)."""
+        if self.divisor == 1:
+            return raw
+        return float(Decimal(raw) / self.divisor)
 
 
 FAMILIES: tuple[Family, ...] = (
@@ -48,7 +50,7 @@ FAMILIES: tuple[Family, ...] = (
         "Cost of Claude agent usage in USD: estimated from the price table or reported by "
         "result messages (client-side estimates, not billing data).",
         ("model", "cost_source"),
-        scale=1e-12,
+        divisor=10**12,
     ),
     Family(
         ledger.WEB_SEARCH,

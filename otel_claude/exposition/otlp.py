@@ -86,8 +86,7 @@ def _observer(family: Family, ledger: Ledger) -> Callable[[CallbackOptions], Ite
         for (key, labels), value in ledger.snapshot().items():
             if key == family.key:
                 attributes = dict(zip(family.labels, labels, strict=True))
-                amount = value * family.scale if family.is_float else value
-                out.append(Observation(amount, attributes))
+                out.append(Observation(family.value(value), attributes))
         return out
 
     return observe

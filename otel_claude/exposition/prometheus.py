@@ -42,7 +42,7 @@ class LedgerCollector(Collector):
         for family in FAMILIES:
             metric = CounterMetricFamily(family.name, family.help, labels=family.labels)
             for labels, value in sorted(by_family.get(family.key, ())):
-                metric.add_metric(labels, value * family.scale if family.is_float else value)
+                metric.add_metric(labels, family.value(value))
             yield metric
 
         info = GaugeMetricFamily(

@@ -23,6 +23,7 @@ from typing import Any
 
 from otel_claude.pricing import normalize_model_id
 from otel_claude.records import (
+    CallStart,
     Ignored,
     ModelTotals,
     Normalized,
@@ -99,6 +100,10 @@ def normalize(message: object, source: str) -> Normalized:
             return _from_sdk_assistant(message, source)
         if kind == "ResultMessage":
             return _from_sdk_result(message, source)
+        if kind == "SystemMessage" and getattr(message, "subtype", None) == "init":
+            data = getattr(message, "data", None)
+            if isinstance(data, Mapping):
+                return _call_start(data.get("session_id"), data.get("uuid"))
         if kind in _SDK_NO_USAGE_CLASSES:
             return Ignored(kind)
         return Rejected("not_an_object", f"unsupported message type {kind}")
@@ -151,6 +156,8 @@ def _from_json(data: Mapping[str, Any], source: str) -> Normalized:
             identity=data,
             source=source,
         )
+    if kind == "system" and data.get("subtype") == "init":
+        return _call_start(_first(data, "session_id", "sessionId"), data.get("uuid"))
     return Ignored(kind if kind in _NO_USAGE_TYPES else "other")
 
 
@@ -188,6 +195,20 @@ def _from_sdk_result(msg: object, source: str) -> Normalized:
 
 
 # --- shared field rules -----------------------------------------------------------------
+
+
+def _call_start(session_id: object, uuid: object) -> Normalized:
+    """An init line marks a call boundary only when it can be deduplicated (has a uuid)."""
+    if (
+        isinstance(session_id, str)
+        and session_id
+        and len(session_id) <= MAX_ID_LENGTH
+        and isinstance(uuid, str)
+        and uuid
+        and len(uuid) <= MAX_ID_LENGTH
+    ):
+        return CallStart(key=f"init\x1f{session_id}\x1f{uuid}", session_id=session_id)
+    return Ignored("system")
 
 
 def _step(

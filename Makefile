@@ -1,0 +1,35 @@
+# Two commands for a fresh machine:  `make run`  and  `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+ARGS   ?=
+
+.PHONY: run test lint typecheck unit system-deps bench clean
+
+run: $(VENV)/.runtime            ## create the venv, install, start the exporter with defaults
+	$(BIN)/otel-claude serve $(ARGS)
+
+test: $(VENV)/.test system-deps  ## install test dependencies and run the whole suite
+	$(BIN)/ruff check otel_claude tests bench
+	$(BIN)/ruff format --check otel_claude tests bench
+	$(BIN)/mypy
+	$(BIN)/pytest -q
+
+bench: $(VENV)/.test             ## run the benchmarks (not part of `make test`)
+	$(BIN)/python bench/ingest_http.py
+
+system-deps:                     ## Debian prometheus/alertmanager (promtool, amtool) when root
+	@sh scripts/system-deps.sh
+
+$(VENV)/.runtime: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q -e .
+	touch $@
+
+$(VENV)/.test: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@ $(VENV)/.runtime
+
+clean:
+	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache

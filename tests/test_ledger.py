@@ -1,0 +1,315 @@
+"""The ledger against independently computed ground truth: dedup, results, restarts, crashes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+from otel_claude.ledger import (
+    CONVERSATIONS,
+    COST,
+    MESSAGES,
+    PRUNED,
+    REJECTED,
+    STEPS,
+    TOKENS,
+    UNPRICED,
+    WEB_SEARCH,
+    Ledger,
+)
+from otel_claude.records import ModelTotals, ResultRecord, StepRecord
+from otel_claude.sources.ingest import iter_lines
+from tests.streams import Truth, generate
+
+
+def _apply_lines(ledger: Ledger, lines: list[bytes], batch: int = 50) -> None:
+    for start in range(0, len(lines), batch):
+        body = b"\n".join(lines[start : start + batch])
+        ledger.apply([rec for _, rec in iter_lines(body, "ingest")], source="ingest")
+
+
+def _family(snapshot: dict[tuple[str, tuple[str, ...]], int], family: str) -> dict:
+    return {labels: v for (f, labels), v in snapshot.items() if f == family and v}
+
+
+def assert_matches_truth(snapshot: dict, truth: Truth, source: str = "ingest") -> None:
+    tokens = Counter()
+    for (model, tt, src), v in _family(snapshot, TOKENS).items():
+        assert src == source
+        tokens[(model, tt)] += v
+    assert tokens == +truth.tokens
+    assert Counter({m: v for (m, _s), v in _family(snapshot, WEB_SEARCH).items()}) == (
+        +truth.web_search
+    )
+    assert Counter({m: v for (m, _s), v in _family(snapshot, STEPS).items()}) == truth.steps
+    assert {o: v for (o,), v in _family(snapshot, CONVERSATIONS).items()} == dict(
+        truth.conversations
+    )
+    cost = _family(snapshot, COST)
+    assert {m: v for (m, s), v in cost.items() if s == "reported"} == dict(truth.reported_pico)
+    assert {m: v for (m, s), v in cost.items() if s == "estimated"} == truth.estimated_pico()
+    assert _family(snapshot, UNPRICED) == {}
+
+
+def test_generated_stream_exact_totals(make_ledger: Callable[..., Ledger]) -> None:
+    lines, truth = generate(seed=11, sessions=40)
+    ledger = make_ledger()
+    _apply_lines(ledger, lines)
+    snap = ledger.snapshot()
+    assert_matches_truth(snap, truth)
+    rejected = {reason: v for (_src, reason), v in _family(snap, REJECTED).items()}
+    assert rejected == dict(truth.rejected)
+    messages = {o: v for (_s, o), v in _family(snap, MESSAGES).items()}
+    assert messages == {"accepted": truth.usage_lines, "ignored": truth.ignored_lines}
+
+
+def test_reposting_everything_changes_nothing(make_ledger: Callable[..., Ledger]) -> None:
+    lines, truth = generate(seed=12, sessions=30)
+    ledger = make_ledger()
+    _apply_lines(ledger, lines, batch=37)
+    first = ledger.snapshot()
+    _apply_lines(ledger, lines, batch=1000)  # same lines, different batching
+    _apply_lines(ledger, list(reversed(lines)), batch=13)  # and reversed
+    second = ledger.snapshot()
+    for family in (TOKENS, COST, STEPS, CONVERSATIONS, WEB_SEARCH):
+        assert _family(first, family) == _family(second, family)
+    assert_matches_truth(second, truth)
+    messages = {o: v for (_s, o), v in _family(second, MESSAGES).items()}
+    assert messages["duplicate"] == 2 * truth.usage_lines
+
+
+def test_restart_continues_from_committed_totals(
+    make_ledger: Callable[..., Ledger], tmp_path: Path
+) -> None:
+    lines, truth = generate(seed=13, sessions=20)
+    half = len(lines) // 2
+    ledger = make_ledger()
+    _apply_lines(ledger, lines[:half])
+    ledger.close()
+    reopened = make_ledger()
+    _apply_lines(reopened, lines)  # overlap with the first half: deduplicated
+    assert_matches_truth(reopened.snapshot(), truth)
+
+
+def step(
+    mid: str, model: str = "claude-sonnet-4-5", session: str = "s", **fields: int
+) -> StepRecord:
+    return StepRecord(message_id=mid, session_id=session, model=model, source="sdk", **fields)
+
+
+def result(key: str, session: str = "s", **models: ModelTotals) -> ResultRecord:
+    return ResultRecord(
+        key=key, session_id=session, outcome="success", source="sdk", models=dict(models)
+    )
+
+
+def _tokens(ledger: Ledger) -> dict[tuple[str, str], int]:
+    out: Counter[tuple[str, str]] = Counter()
+    for (model, tt, _src), v in _family(ledger.snapshot(), TOKENS).items():
+        out[(model, tt)] += v
+    return dict(out)
+
+
+def test_result_before_steps_and_after(make_ledger: Callable[..., Ledger]) -> None:
+    """max(result, steps) per call: order of arrival does not matter (rule 3)."""
+    sonnet = "claude-sonnet-4-5"
+    totals = ModelTotals(input=30, output=500, cache_read=1000, cache_creation=300)
+    steps = [
+        step("m1", input=10, output=200, cache_read=400, cache_5m=50, cache_1h=100),
+        step("m2", input=5, output=100, cache_read=300, cache_5m=0, cache_1h=20),
+    ]
+    expected = {
+        (sonnet, "input"): 30,
+        (sonnet, "output"): 500,
+        (sonnet, "cache_read"): 1000,
+        (sonnet, "cache_creation_5m"): 180,
+        (sonnet, "cache_creation_1h"): 120,
+    }
+    forward = make_ledger("a.sqlite3")
+    forward.apply([*steps, result("r1", **{sonnet: totals})], source="sdk")
+    assert _tokens(forward) == expected
+    # Result first, then steps whose timestamps fall before it (a subagent file tailed late).
+    backward = make_ledger("b.sqlite3", clock=lambda: 1000.0)
+    backward.apply([result("r1", **{sonnet: totals})], source="sdk")
+    late = [
+        StepRecord(**{**{f: getattr(s, f) for f in s.__slots__}, "timestamp": 999.0}) for s in steps
+    ]
+    backward.apply(late, source="sdk")
+    got = _tokens(backward)
+    assert sum(v for (m, t), v in got.items() if t.startswith("cache_creation")) == 300
+    assert {k: v for k, v in got.items() if not k[1].startswith("cache_creation")} == {
+        k: v for k, v in expected.items() if not k[1].startswith("cache_creation")
+    }
+
+
+def test_steps_larger_than_result_win(make_ledger: Callable[..., Ledger]) -> None:
+    ledger = make_ledger()
+    ledger.apply(
+        [
+            step("m1", input=100, output=50),
+            result("r1", **{"claude-sonnet-4-5": ModelTotals(input=60, output=80)}),
+        ],
+        source="sdk",
+    )
+    assert _tokens(ledger) == {
+        ("claude-sonnet-4-5", "input"): 100,
+        ("claude-sonnet-4-5", "output"): 80,
+    }
+
+
+def test_calls_are_separate_per_result(make_ledger: Callable[..., Ledger]) -> None:
+    """Two query() calls in one session: each result covers only its own steps."""
+    m = "claude-sonnet-4-5"
+    ledger = make_ledger()
+    ledger.apply(
+        [
+            step("a1", output=10),
+            result("r1", **{m: ModelTotals(output=15)}),
+            step("b1", output=7),
+            result("r2", **{m: ModelTotals(output=7)}),
+            step("c1", output=3),
+        ],
+        source="sdk",
+    )  # third call still running
+    assert _tokens(ledger) == {(m, "output"): 15 + 7 + 3}
+
+
+def test_streamed_step_takes_max_per_field(make_ledger: Callable[..., Ledger]) -> None:
+    ledger = make_ledger()
+    ledger.apply([step("m1", input=3, output=1, cache_read=10)], source="sdk")
+    ledger.apply([step("m1", input=3, output=120, cache_read=10)], source="sdk")
+    ledger.apply([step("m1", input=3, output=60, cache_read=10)], source="sdk")  # late partial
+    assert _tokens(ledger) == {
+        ("claude-sonnet-4-5", "input"): 3,
+        ("claude-sonnet-4-5", "output"): 120,
+        ("claude-sonnet-4-5", "cache_read"): 10,
+    }
+    assert _family(ledger.snapshot(), STEPS) == {("claude-sonnet-4-5", "sdk"): 1}
+
+
+def test_estimated_cost_with_modifiers(make_ledger: Callable[..., Ledger]) -> None:
+    """Batch halves the price; >200k input incl. cache switches Sonnet 4 to premium rates."""
+    ledger = make_ledger()
+    ledger.apply(
+        [
+            StepRecord(
+                message_id="b",
+                session_id="s",
+                model="claude-sonnet-4-5",
+                source="sdk",
+                input=100_000,
+                output=1_000_000,
+                batch=True,
+            ),
+            StepRecord(
+                message_id="lc",
+                session_id="t",
+                model="claude-sonnet-4",
+                source="sdk",
+                input=1000,
+                cache_read=250_000,
+                output=2000,
+            ),
+        ],
+        source="sdk",
+    )
+    cost = _family(ledger.snapshot(), COST)
+    # batch: (0.1 M x $3 + 1 M x $15) / 2 = $7.65
+    assert cost[("claude-sonnet-4-5", "estimated")] == 7_650_000_000_000
+    # long context: input $6, cache read 0.1 x $6, output $22.50 per MTok
+    lc_usd_pico = 1000 * 6_000_000 + 250_000 * 600_000 + 2000 * 22_500_000
+    assert cost[("claude-sonnet-4", "estimated")] == lc_usd_pico
+
+
+def test_unpriced_model_counts_tokens_not_cost(make_ledger: Callable[..., Ledger]) -> None:
+    ledger = make_ledger()
+    ledger.apply(
+        [step("m1", model="claude-future-9", input=10, output=5, web_search=2)], source="sdk"
+    )
+    snap = ledger.snapshot()
+    assert _family(snap, UNPRICED) == {("claude-future-9",): 15}
+    # Web searches have a flat price whatever the model.
+    assert _family(snap, COST) == {("claude-future-9", "estimated"): 2 * 10**10}
+
+
+def test_model_label_cap(make_ledger: Callable[..., Ledger]) -> None:
+    ledger = make_ledger(max_models=2)
+    ledger.apply([step(f"m{i}", model=f"model-{i}", input=1) for i in range(5)], source="sdk")
+    models = {m for (m, _t, _s) in _family(ledger.snapshot(), TOKENS)}
+    assert models == {"model-0", "model-1", "other"}
+    assert _tokens(ledger)[("other", "input")] == 3
+
+
+def test_keys_pruned_after_horizon(make_ledger: Callable[..., Ledger]) -> None:
+    now = [1_000_000.0]
+    ledger = make_ledger(clock=lambda: now[0], dedup_horizon_s=100.0)
+    ledger.apply(
+        [step("m1", input=5), result("r1", **{"claude-sonnet-4-5": ModelTotals(input=5)})],
+        source="sdk",
+    )
+    assert ledger.key_counts() == {"steps": 1, "calls": 1, "results": 1}
+    now[0] += 50
+    ledger.apply([step("m2", session="t", input=1)], source="sdk")
+    now[0] += 60  # m1/r1 are now 110 s old, m2 60 s
+    assert ledger.prune() == 3
+    assert ledger.key_counts() == {"steps": 1, "calls": 1, "results": 0}
+    assert _family(ledger.snapshot(), PRUNED) == {("step",): 1, ("call",): 1, ("result",): 1}
+    assert _tokens(ledger) == {("claude-sonnet-4-5", "input"): 6}  # totals never shrink
+
+
+def test_cursors_commit_with_batch(make_ledger: Callable[..., Ledger]) -> None:
+    ledger = make_ledger()
+    ledger.apply([step("m1", input=1)], source="sdk", cursors={"file:/a": "123:456"})
+    assert ledger.cursor("file:/a") == "123:456"
+    assert ledger.cursor("file:/b") is None
+
+
+CRASH_SCRIPT = textwrap.dedent(
+    """
+    import os, signal, sys
+    sys.path.insert(0, {root!r})
+    from otel_claude.ledger import Ledger
+    from otel_claude.pricing import load_price_table
+    from otel_claude.sources.ingest import iter_lines
+    body = open({body!r}, "rb").read()
+    records = [r for _, r in iter_lines(body, "ingest")]
+    kill = lambda: os.kill(os.getpid(), signal.SIGKILL)
+    ledger = Ledger({db!r}, prices=load_price_table(), before_commit=kill)
+    ledger.apply(records, source="ingest")
+    print("not reached")
+    """
+)
+
+
+def test_kill_between_apply_and_commit_loses_and_repeats_nothing(
+    make_ledger: Callable[..., Ledger], tmp_path: Path
+) -> None:
+    lines, truth = generate(seed=14, sessions=20)
+    half = len(lines) // 2
+    db = tmp_path / "ledger.sqlite3"
+    first = make_ledger()
+    _apply_lines(first, lines[:half])
+    committed = first.snapshot()
+    first.close()
+    body = tmp_path / "rest.ndjson"
+    body.write_bytes(b"\n".join(lines[half:]))
+    root = str(Path(__file__).resolve().parent.parent)
+    proc = subprocess.run(
+        [sys.executable, "-c", CRASH_SCRIPT.format(root=root, body=str(body), db=str(db))],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    assert "not reached" not in proc.stdout
+    reopened = make_ledger()
+    assert reopened.snapshot() == committed  # the killed batch left no trace
+    _apply_lines(reopened, lines)  # the client retries everything
+    assert_matches_truth(reopened.snapshot(), truth)
+    assert os.path.exists(db)

@@ -1,0 +1,58 @@
+"""The /metrics contract: a golden file makes every rename or label change a reviewed diff."""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry, generate_latest
+
+from otel_claude.exposition.prometheus import LedgerCollector
+from otel_claude.ledger import Ledger
+from otel_claude.sources.ingest import iter_lines
+from tests.conftest import need_binary
+from tests.streams import generate
+
+GOLDEN = Path(__file__).parent / "fixtures" / "metrics.golden.txt"
+
+
+def _exposition(ledger: Ledger) -> str:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(LedgerCollector(ledger, sources=lambda: {"ingest": True}))
+    text = generate_latest(registry).decode()
+    # Volatile values: the database size and the interpreter version.
+    text = re.sub(r"^(otel_claude_ledger_size_bytes) \S+$", r"\1 <size>", text, flags=re.M)
+    return text.replace(
+        f'python_version="{platform.python_version()}"', 'python_version="<python>"'
+    )
+
+
+def test_metrics_match_golden_file(make_ledger: Callable[..., Ledger]) -> None:
+    ledger = make_ledger(clock=lambda: 1_800_000_000.0)
+    lines, _truth = generate(seed=5, sessions=6)
+    ledger.apply([rec for _, rec in iter_lines(b"\n".join(lines), "ingest")], source="ingest")
+    text = _exposition(ledger)
+    if os.environ.get("UPDATE_GOLDEN"):
+        GOLDEN.write_text(text)
+    assert text == GOLDEN.read_text(), "run with UPDATE_GOLDEN=1 and review the diff"
+
+
+def test_promtool_accepts_metrics(make_ledger: Callable[..., Ledger]) -> None:
+    promtool = need_binary("promtool")
+    ledger = make_ledger()
+    lines, _truth = generate(seed=6, sessions=5)
+    ledger.apply([rec for _, rec in iter_lines(b"\n".join(lines), "ingest")], source="ingest")
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(LedgerCollector(ledger, sources=lambda: {"ingest": True}))
+    proc = subprocess.run(
+        [promtool, "check", "metrics"],
+        input=generate_latest(registry),
+        capture_output=True,
+        timeout=30,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.strip() == b"" and proc.stderr.strip() == b""

@@ -235,7 +235,6 @@ def test_sdk_objects_normalize_like_their_json() -> None:
 
 def test_old_sdk_assistant_without_usage_is_rejected() -> None:
     class AssistantMessage:  # the shape of claude_agent_sdk < 0.1.49
-        content: list[object] = []
         model = "claude-sonnet-4-5"
         parent_tool_use_id = None
 

@@ -28,6 +28,7 @@ from otel_claude.sources.ingest import iter_lines
 log = logging.getLogger("otel_claude.cli")
 
 READ_CHUNK = 1 << 20
+SHUTDOWN_OTLP_TIMEOUT_S = 5.0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -182,10 +183,23 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         server.shutdown()
         server.server_close()
         if provider is not None:
-            provider.shutdown()  # final export of the cumulative totals
+            _shutdown_otlp(provider, timeout_s=SHUTDOWN_OTLP_TIMEOUT_S)
         ledger.close()
         log.info("stopped")
     return 0
+
+
+def _shutdown_otlp(provider: Any, timeout_s: float) -> None:
+    """Send the final OTLP export, but never hold up shutdown past ``timeout_s``.
+
+    The SDK retries an unreachable endpoint for a long time; a container runtime would
+    SIGKILL us first, so give up (and say so) instead.
+    """
+    worker = threading.Thread(target=provider.shutdown, name="otlp-shutdown", daemon=True)
+    worker.start()
+    worker.join(timeout_s)
+    if worker.is_alive():
+        log.warning("final OTLP export did not finish", extra={"fields": {"timeout_s": timeout_s}})
 
 
 # --- ingest -------------------------------------------------------------------------

@@ -191,6 +191,10 @@ def load_settings(
     if key is not None:
         values["admin_api_key"] = key
 
+    for var in ("OTEL_EXPORTER_OTLP_PROTOCOL", "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL"):
+        if env.get(var) and env[var].strip() not in ("http/protobuf", "grpc"):
+            problems.append(Problem(var, "expected http/protobuf or grpc"))
+
     host = values.get("listen_host", "127.0.0.1")
     if not is_loopback(host) and not values.get("ingest_token"):
         where = raw["listen"][0] if "listen" in raw else "OTEL_CLAUDE_LISTEN"

@@ -69,7 +69,11 @@ def setup_logging(level: str = "info", fmt: str = "logfmt", stream: TextIO | Non
     """Route all ``otel_claude`` loggers to ``stream`` (stderr) in the chosen format."""
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else LogfmtFormatter())
-    root = logging.getLogger("otel_claude")
+    ours = logging.getLogger("otel_claude")
+    ours.handlers[:] = [handler]
+    ours.setLevel(_LEVELS.get(level, logging.INFO))
+    ours.propagate = False
+    # Libraries (the OTel SDK's export retries, for one) log in the same one-line format.
+    root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(_LEVELS.get(level, logging.INFO))
-    root.propagate = False
+    root.setLevel(logging.WARNING)

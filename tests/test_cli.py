@@ -150,3 +150,27 @@ def test_report_without_ledger(tmp_path: Path) -> None:
 def test_no_command_prints_help() -> None:
     proc = run()
     assert proc.returncode == 2 and "serve" in proc.stdout
+
+
+def test_unknown_otlp_protocol_is_a_config_problem(tmp_path: Path) -> None:
+    proc = run("check", "--state-dir", str(tmp_path), env={"OTEL_EXPORTER_OTLP_PROTOCOL": "grcp"})
+    assert proc.returncode == 1
+    assert "OTEL_EXPORTER_OTLP_PROTOCOL: expected http/protobuf or grpc" in proc.stderr
+
+
+def test_sigterm_is_prompt_even_when_otlp_endpoint_is_down(tmp_path: Path) -> None:
+    """A dead collector must not hold shutdown past the container's stop grace period."""
+    import time
+
+    from tests.procs import free_port, post_lines, running_exporter
+
+    dead = f"http://127.0.0.1:{free_port()}"
+    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": dead, "OTEL_METRIC_EXPORT_INTERVAL": "60000"}
+    with running_exporter(tmp_path, env) as exporter:
+        lines, _truth = generate(seed=52, sessions=3, garbage=False)
+        post_lines(exporter.url, lines, batches=1)
+        started = time.monotonic()
+        code = exporter.stop(timeout=30)
+        elapsed = time.monotonic() - started
+    assert code == 0
+    assert elapsed < 8.0, f"shutdown took {elapsed:.1f}s"

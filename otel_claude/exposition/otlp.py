@@ -16,7 +16,7 @@ from opentelemetry.sdk.resources import Resource
 
 from otel_claude import __version__
 from otel_claude.exposition.families import FAMILIES, Family
-from otel_claude.ledger import Ledger
+from otel_claude.ledger import CounterKey, Ledger
 
 METER_NAME = "otel_claude"
 
@@ -33,6 +33,9 @@ def otlp_enabled(env: Mapping[str, str]) -> bool:
     return bool(
         env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT")
     )
+
+
+PROTOCOLS = ("http/protobuf", "grpc")
 
 
 def otlp_protocol(env: Mapping[str, str]) -> str:
@@ -69,21 +72,41 @@ def build_meter_provider(ledger: Ledger, env: Mapping[str, str]) -> MeterProvide
     return provider
 
 
+class _SharedSnapshot:
+    """One ledger snapshot per collection, so every instrument of an export sees one moment.
+
+    The SDK calls the callbacks in instrument creation order; the first one takes a fresh
+    snapshot and the others reuse it.
+    """
+
+    def __init__(self, ledger: Ledger) -> None:
+        self._ledger = ledger
+        self._current: dict[CounterKey, int] | None = None
+
+    def get(self, refresh: bool) -> dict[CounterKey, int]:
+        if refresh or self._current is None:
+            self._current = self._ledger.snapshot()
+        return self._current
+
+
 def register_instruments(meter: Meter, ledger: Ledger) -> None:
     """Create one observable counter per ledger family on ``meter``."""
-    for family in FAMILIES:
+    shared = _SharedSnapshot(ledger)
+    for index, family in enumerate(FAMILIES):
         meter.create_observable_counter(
             family.otel_name,
-            callbacks=[_observer(family, ledger)],
+            callbacks=[_observer(family, shared, refresh=index == 0)],
             unit=family.unit,
             description=family.help,
         )
 
 
-def _observer(family: Family, ledger: Ledger) -> Callable[[CallbackOptions], Iterable[Observation]]:
+def _observer(
+    family: Family, shared: _SharedSnapshot, *, refresh: bool
+) -> Callable[[CallbackOptions], Iterable[Observation]]:
     def observe(options: CallbackOptions) -> Iterable[Observation]:
         out = []
-        for (key, labels), value in ledger.snapshot().items():
+        for (key, labels), value in shared.get(refresh).items():
             if key == family.key:
                 attributes = dict(zip(family.labels, labels, strict=True))
                 out.append(Observation(family.value(value), attributes))

@@ -11,9 +11,10 @@ import json
 import sys
 from collections import defaultdict
 
+from opentelemetry.sdk.metrics import MeterProvider
+
 import otel_claude
 from otel_claude.ledger import COST, TOKENS
-from opentelemetry.sdk.metrics import MeterProvider
 
 
 def main(path: str) -> None:

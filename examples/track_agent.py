@@ -28,7 +28,8 @@ import otel_claude
 
 async def main(prompt: str) -> None:
     exporter: MetricExporter = (
-        OTLPMetricExporter() if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+        OTLPMetricExporter()
+        if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
         else ConsoleMetricExporter()
     )
     provider = MeterProvider(metric_readers=[PeriodicExportingMetricReader(exporter)])

@@ -9,6 +9,7 @@ modifiers, so callers can sum costs in integers without rounding drift.
 
 from __future__ import annotations
 
+import functools
 import re
 import tomllib
 from collections.abc import Mapping
@@ -58,6 +59,7 @@ _ALIASES = {
 }
 
 
+@functools.lru_cache(maxsize=4096)
 def normalize_model_id(raw: str) -> str:
     """Reduce an API, Bedrock, Vertex or Claude Code model string to a canonical id.
 

@@ -133,11 +133,15 @@ class ExporterServer(ThreadingHTTPServer):
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in separate writes; with Nagle on, the body waits for the
+    # client's delayed ACK (~40 ms per response on Linux).
+    disable_nagle_algorithm = True
     server: ExporterServer
     server_version = f"otel-claude/{__version__}"
 
     def log_message(self, format: str, *args: Any) -> None:
-        log.debug("http request", extra={"fields": {"line": format % args}})
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("http request", extra={"fields": {"line": format % args}})
 
     def _send(
         self, status: int, body: bytes, content_type: str, headers: dict[str, str] | None = None

@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 ARGS   ?=
 
-.PHONY: run test lint typecheck unit system-deps bench clean
+.PHONY: run test system-deps bench clean
 
 run: $(VENV)/.runtime            ## create the venv, install, start the exporter with defaults
 	$(BIN)/otel-claude serve $(ARGS)

@@ -114,7 +114,7 @@ def _state_lock(settings: Settings) -> Iterator[None]:
         handle.close()
 
 
-def _open_ledger(settings: Settings) -> Ledger:
+def _open_ledger(settings: Settings, *, read_only: bool = False) -> Ledger:
     prices = load_price_table(settings.prices_file, settings.price_overrides or None)
     return Ledger(
         settings.ledger_path,
@@ -122,6 +122,7 @@ def _open_ledger(settings: Settings) -> Ledger:
         dedup_horizon_s=settings.dedup_horizon_days * 86400,
         synchronous=settings.ledger_synchronous,
         max_models=settings.max_models,
+        read_only=read_only,
     )
 
 
@@ -291,7 +292,7 @@ def _ingest_remote(stream: IO[bytes], url: str, settings: Settings, totals: dict
 def _report(settings: Settings, args: argparse.Namespace) -> int:
     if not settings.ledger_path.exists():
         raise OtelClaudeError(f"no ledger at {settings.ledger_path}: nothing counted yet")
-    ledger = _open_ledger(settings)
+    ledger = _open_ledger(settings, read_only=True)  # a running server may hold the lock
     try:
         snapshot = ledger.snapshot()
     finally:

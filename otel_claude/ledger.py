@@ -223,7 +223,8 @@ class Ledger:
     """Counter totals and the state that makes them exact, in one SQLite database.
 
     Thread-safe: one lock serializes writers and snapshot copies. ``path`` may be
-    ``":memory:"`` for the in-process Python API.
+    ``":memory:"`` for the in-process Python API. ``read_only`` opens an existing ledger for
+    reporting while a server keeps writing it.
     """
 
     def __init__(
@@ -237,6 +238,7 @@ class Ledger:
         max_models: int = 200,
         prune_every_s: float = 3600.0,
         before_commit: Callable[[], None] | None = None,
+        read_only: bool = False,
     ) -> None:
         self.path = str(path)
         self._prices = prices
@@ -244,20 +246,30 @@ class Ledger:
         self._horizon = dedup_horizon_s
         self._max_models = max_models
         self._prune_every = prune_every_s
+        self._read_only = read_only
         self._before_commit = before_commit
         self._lock = threading.RLock()
         self._rates: dict[tuple[str, int, int], int | None] = {}
         try:
             if self.path != ":memory:":
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-            self._conn = sqlite3.connect(
-                self.path, isolation_level=None, check_same_thread=False, timeout=30
-            )
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            if synchronous.upper() not in {"OFF", "NORMAL", "FULL", "EXTRA"}:
-                raise LedgerError(f"unknown synchronous mode {synchronous!r}")
-            self._conn.execute(f"PRAGMA synchronous={synchronous.upper()}")
-            self._conn.executescript(_SCHEMA)
+            if read_only:
+                self._conn = sqlite3.connect(
+                    f"{Path(self.path).resolve().as_uri()}?mode=ro",
+                    uri=True,
+                    isolation_level=None,
+                    check_same_thread=False,
+                    timeout=30,
+                )
+            else:
+                self._conn = sqlite3.connect(
+                    self.path, isolation_level=None, check_same_thread=False, timeout=30
+                )
+                self._conn.execute("PRAGMA journal_mode=WAL")
+                if synchronous.upper() not in {"OFF", "NORMAL", "FULL", "EXTRA"}:
+                    raise LedgerError(f"unknown synchronous mode {synchronous!r}")
+                self._conn.execute(f"PRAGMA synchronous={synchronous.upper()}")
+                self._conn.executescript(_SCHEMA)
             self._check_schema()
             self._totals = self._load_totals()
         except sqlite3.Error as exc:
@@ -265,7 +277,10 @@ class Ledger:
         self._models = {labels[0] for (fam, labels) in self._totals if fam in (TOKENS, STEPS)}
         self._last_prune = 0.0
         self._key_counts: dict[str, int] = {}
-        self.prune()
+        if read_only:
+            self._key_counts = self._count_keys()
+        else:
+            self.prune()
 
     # --- public API -----------------------------------------------------------------
 
@@ -389,6 +404,8 @@ class Ledger:
     def _check_schema(self) -> None:
         row = self._conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
         if row is None:
+            if self._read_only:
+                raise LedgerError("ledger has no schema: not an otel-claude ledger")
             self._conn.execute(
                 "INSERT INTO meta (key, value) VALUES ('schema', ?)", (str(SCHEMA_VERSION),)
             )

@@ -174,3 +174,19 @@ def test_sigterm_is_prompt_even_when_otlp_endpoint_is_down(tmp_path: Path) -> No
         elapsed = time.monotonic() - started
     assert code == 0
     assert elapsed < 8.0, f"shutdown took {elapsed:.1f}s"
+
+
+def test_price_overrides_from_config(tmp_path: Path) -> None:
+    good = tmp_path / "good.toml"
+    good.write_text(
+        '[pricing.models."claude-sonnet-4-5"]\ninput = 4.0\n'
+        '[pricing.models."my-fine-tune"]\ninput = 1.0\noutput = 2.0\n'
+    )
+    proc = run("check", "--config", str(good), "--state-dir", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    assert "19 models" in proc.stdout  # 18 shipped + the added one
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[pricing.models."claude-sonnet-4-5"]\ninput = -1\n')
+    proc = run("check", "--config", str(bad), "--state-dir", str(tmp_path))
+    assert proc.returncode == 1
+    assert "pricing:" in proc.stderr and "claude-sonnet-4-5" in proc.stderr

@@ -63,3 +63,25 @@ def test_local_ingest_refuses_a_state_dir_in_use(tmp_path: Path) -> None:
         assert remote.returncode == 0, remote.stderr
         assert json.loads(remote.stdout)["accepted"] == truth.usage_lines
         assert _tokens(exporter.url) == +truth.tokens
+        # `report` reads the ledger while the server keeps it (read-only, no lock needed).
+        report = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "otel_claude",
+                "report",
+                "--json",
+                "--state-dir",
+                str(exporter.state_dir),
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert report.returncode == 0, report.stderr
+        reported: Counter[tuple[str, str]] = Counter()
+        for row in json.loads(report.stdout):
+            for token_type, value in row["tokens"].items():
+                reported[(row["model"], token_type)] += value
+        assert +reported == +truth.tokens

@@ -115,47 +115,32 @@ def _state_lock(settings: Settings) -> Iterator[None]:
 
 
 def _open_ledger(settings: Settings, *, read_only: bool = False) -> Ledger:
-    prices = load_price_table(settings.prices_file, settings.price_overrides or None)
-    return Ledger(
-        settings.ledger_path,
-        prices=prices,
-        dedup_horizon_s=settings.dedup_horizon_days * 86400,
-        synchronous=settings.ledger_synchronous,
-        max_models=settings.max_models,
-        read_only=read_only,
-    )
+    from otel_claude.app import open_ledger
+
+    return open_ledger(settings, read_only=read_only)
 
 
 # --- serve --------------------------------------------------------------------------
 
 
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
-    from prometheus_client import CollectorRegistry, ProcessCollector
-
-    from otel_claude.exposition.otlp import build_meter_provider
-    from otel_claude.exposition.prometheus import LedgerCollector
-    from otel_claude.server import ExporterServer, IngestEndpoint, SourceStates
+    from otel_claude.app import build_app
+    from otel_claude.server import ExporterServer, IngestEndpoint
 
     with _state_lock(settings):
-        ledger = _open_ledger(settings)
-        sources = SourceStates()
-        sources.set("ingest", ready=True, up=True)
-        registry = CollectorRegistry(auto_describe=False)
-        registry.register(LedgerCollector(ledger, sources=sources.up))
-        ProcessCollector(registry=registry)
-        provider = build_meter_provider(ledger, os.environ)
+        app = build_app(settings, os.environ)
         ingest = IngestEndpoint(
-            ledger, token=settings.ingest_token, max_bytes=settings.ingest_max_bytes
+            app.ledger, token=settings.ingest_token, max_bytes=settings.ingest_max_bytes
         )
         try:
             server = ExporterServer(
                 (settings.listen_host, settings.listen_port),
-                registry=registry,
+                registry=app.registry,
                 ingest=ingest,
-                sources=sources,
+                sources=app.health,
             )
         except OSError as exc:
-            ledger.close()
+            app.close()
             raise OtelClaudeError(f"cannot listen on {settings.listen}: {exc.strerror}") from exc
         stop = threading.Event()
 
@@ -165,16 +150,24 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
 
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
-        thread = threading.Thread(target=server.serve_forever, name="http", daemon=True)
-        thread.start()
+        threads = [threading.Thread(target=server.serve_forever, name="http", daemon=True)]
+        if app.poller is not None:
+            threads.append(
+                threading.Thread(
+                    target=app.poller.run, args=(stop,), name="admin-poller", daemon=True
+                )
+            )
+        for thread in threads:
+            thread.start()
         log.info(
             "listening",
             extra={
                 "fields": {
                     "address": settings.listen,
                     "state_dir": str(settings.state_dir),
-                    "otlp": provider is not None,
+                    "otlp": app.meter_provider is not None,
                     "ingest_token": settings.ingest_token is not None,
+                    "admin_api": [r.name for r in app.reports],
                     "version": __version__,
                 }
             },
@@ -183,9 +176,11 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
             pass
         server.shutdown()
         server.server_close()
-        if provider is not None:
-            _shutdown_otlp(provider, timeout_s=SHUTDOWN_OTLP_TIMEOUT_S)
-        ledger.close()
+        for thread in threads[1:]:
+            thread.join(timeout=SHUTDOWN_OTLP_TIMEOUT_S)
+        if app.meter_provider is not None:
+            _shutdown_otlp(app.meter_provider, timeout_s=SHUTDOWN_OTLP_TIMEOUT_S)
+        app.close()
         log.info("stopped")
     return 0
 

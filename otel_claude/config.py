@@ -29,7 +29,20 @@ _FILE_KEYS: dict[str, set[str]] = {
     "ingest": {"token_file", "max_body_bytes"},
     "ledger": {"dedup_horizon_days", "synchronous", "max_models"},
     "pricing": {"file", "models"},
-    "admin": {"api_url", "poll_interval", "since", "key_file"},
+    "admin": {
+        "api_url",
+        "poll_interval",
+        "since",
+        "key_file",
+        "group_by",
+        "lookback_hours",
+        "actor_labels",
+        "actor_salt",
+        "names_refresh_s",
+        "timeout_s",
+        "sources",
+        "budgets",
+    },
 }
 
 
@@ -59,6 +72,15 @@ class Settings:
     admin_api_url: str = DEFAULT_ADMIN_URL
     poll_interval: float = 60.0
     admin_since: datetime | None = None
+    admin_group_by: tuple[str, ...] = ("model", "workspace_id", "service_tier", "context_window")
+    admin_lookback_s: float = 6 * 3600.0
+    admin_sources: tuple[str, ...] = ("usage", "cost", "claude_code", "names")
+    admin_timeout_s: float = 30.0
+    names_refresh_s: float = 3600.0
+    actor_labels: str = "hash"
+    actor_salt: str = field(default="", repr=False)
+    budget_organization: float | None = None
+    budget_workspaces: dict[str, float] = field(default_factory=dict)
 
     @property
     def ledger_path(self) -> Path:
@@ -109,6 +131,9 @@ def load_settings(
         ("admin.poll_interval", "OTEL_CLAUDE_POLL_INTERVAL"),
         ("admin.since", "OTEL_CLAUDE_ADMIN_SINCE"),
         ("pricing.file", "OTEL_CLAUDE_PRICES_FILE"),
+        ("admin.group_by", "OTEL_CLAUDE_ADMIN_GROUP_BY"),
+        ("admin.sources", "OTEL_CLAUDE_ADMIN_SOURCES"),
+        ("admin.actor_labels", "OTEL_CLAUDE_ACTOR_LABELS"),
     ):
         if env.get(var):
             raw[name] = (var, env[var])
@@ -184,6 +209,40 @@ def load_settings(
                 Problem(where, "expected an RFC 3339 time with offset, e.g. 2026-11-01T00:00:00Z")
             )
 
+    _number(raw, "admin.lookback_hours", "admin_lookback_s", float, 0.02, values, problems)
+    if "admin_lookback_s" in values:
+        values["admin_lookback_s"] *= 3600
+    _number(raw, "admin.names_refresh_s", "names_refresh_s", float, 60.0, values, problems)
+    _number(raw, "admin.timeout_s", "admin_timeout_s", float, 1.0, values, problems)
+    for name, attr, allowed in (
+        ("admin.group_by", "admin_group_by", GROUP_BY_DIMENSIONS),
+        ("admin.sources", "admin_sources", ADMIN_SOURCES),
+    ):
+        if name in raw:
+            where, value = raw[name]
+            items = _list(value)
+            bad = [i for i in items if i not in allowed] if items is not None else None
+            if items is None or bad:
+                problems.append(
+                    Problem(
+                        where,
+                        f"expected a list of {', '.join(allowed)}"
+                        + (f"; unknown: {', '.join(bad)}" if bad else ""),
+                    )
+                )
+            else:
+                values[attr] = tuple(items)
+    if "admin.actor_labels" in raw:
+        where, value = raw["admin.actor_labels"]
+        if value not in ("hash", "plain", "drop"):
+            problems.append(Problem(where, "expected hash, plain or drop"))
+        else:
+            values["actor_labels"] = value
+    if "admin.actor_salt" in raw:
+        values["actor_salt"] = str(raw["admin.actor_salt"][1])
+    if "admin.budgets" in raw:
+        _budgets(raw["admin.budgets"], values, problems)
+
     token = _secret(env, "OTEL_CLAUDE_INGEST_TOKEN", raw.get("ingest.token_file"), problems)
     if token is not None:
         values["ingest_token"] = token
@@ -236,6 +295,49 @@ def _read_file(
                     raw[name] = (name, subvalue)
         else:
             raw[key] = (key, value)
+
+
+GROUP_BY_DIMENSIONS = (
+    "model",
+    "workspace_id",
+    "api_key_id",
+    "service_tier",
+    "context_window",
+    "inference_geo",
+)
+ADMIN_SOURCES = ("usage", "cost", "claude_code", "names")
+
+
+def _list(value: object) -> list[str] | None:
+    """A TOML list of strings, or a comma-separated string (environment)."""
+    if isinstance(value, str):
+        return [v.strip() for v in value.split(",") if v.strip()]
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return list(value)
+    return None
+
+
+def _budgets(entry: tuple[str, Any], values: dict[str, Any], problems: list[Problem]) -> None:
+    where, table = entry
+    if not isinstance(table, dict):
+        problems.append(Problem(where, "expected a table"))
+        return
+    for key, amount in table.items():
+        if key == "organization":
+            if isinstance(amount, bool) or not isinstance(amount, int | float) or amount < 0:
+                problems.append(Problem(f"{where}.organization", "expected a USD amount"))
+            else:
+                values["budget_organization"] = float(amount)
+        elif key == "workspaces" and isinstance(amount, dict):
+            budgets = {}
+            for ws, usd in amount.items():
+                if isinstance(usd, bool) or not isinstance(usd, int | float) or usd < 0:
+                    problems.append(Problem(f"{where}.workspaces.{ws}", "expected a USD amount"))
+                else:
+                    budgets[str(ws)] = float(usd)
+            values["budget_workspaces"] = budgets
+        else:
+            problems.append(Problem(f"{where}.{key}", "unknown budget setting"))
 
 
 def _parse_listen(value: str) -> tuple[str, int] | None:

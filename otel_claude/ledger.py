@@ -82,7 +82,31 @@ CREATE INDEX IF NOT EXISTS calls_updated ON calls (updated_at);
 CREATE TABLE IF NOT EXISTS results (key TEXT PRIMARY KEY, seen_at REAL NOT NULL) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS results_seen ON results (seen_at);
 CREATE TABLE IF NOT EXISTS cursors (name TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS buckets (
+    source TEXT NOT NULL, bucket TEXT NOT NULL, grp TEXT NOT NULL, family TEXT NOT NULL,
+    labels TEXT NOT NULL, high TEXT NOT NULL, last TEXT NOT NULL,
+    PRIMARY KEY (source, bucket, grp, family, labels)) WITHOUT ROWID;
 """
+
+#: Suffix of the twin family that counts downward revisions of an upstream counter.
+REVISED_DOWN = ":revised_down"
+
+
+@dataclass(frozen=True, slots=True)
+class BucketValue:
+    """One counter contribution of one (bucket, group), as an upstream report last served it.
+
+    ``group`` identifies the upstream row (it may hold more detail than ``labels``, e.g. a
+    hashed actor whose label is dropped); ``value`` is cumulative for the bucket, so only the
+    increase over the highest value already counted is added (DESIGN §3 rule 6).
+    """
+
+    source: str
+    bucket: str
+    group: str
+    family: str
+    labels: tuple[str, ...]
+    value: int
 
 
 @dataclass
@@ -323,6 +347,100 @@ class Ledger:
             if now - self._last_prune >= self._prune_every:
                 self.prune()
             return summary
+
+    def apply_buckets(
+        self,
+        values: Sequence[BucketValue],
+        *,
+        cursors: Mapping[str, str] | None = None,
+        baseline: bool = False,
+    ) -> dict[CounterKey, int]:
+        """Count the growth of upstream buckets; commit it with ``cursors`` in one transaction.
+
+        For every (source, bucket, group, family, labels) the highest value seen is kept; a
+        counter gets only the increase over it. A value lower than the last one served is a
+        downward revision: it is added to the ``<family>:revised_down`` twin counter and never
+        decrements anything. With ``baseline`` the values are recorded without counting (used
+        when the grouping changed, so already counted usage is not counted again under new
+        group keys). Returns the counter increments.
+        """
+        with self._lock:
+            delta: defaultdict[CounterKey, int] = defaultdict(int)
+            conn = self._conn
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    known = self._load_buckets(values)
+                    # Rows repeated within one read are parts of one value: add them up.
+                    served: dict[tuple[str, str, str, str, str], int] = {}
+                    label_sets: dict[str, tuple[str, ...]] = {}
+                    for v in values:
+                        joined = "\x1f".join(v.labels)
+                        label_sets[joined] = v.labels
+                        bkey = (v.source, v.bucket, v.group, v.family, joined)
+                        served[bkey] = served.get(bkey, 0) + v.value
+                    rows = []
+                    for bkey, value in served.items():
+                        family, labels = bkey[3], label_sets[bkey[4]]
+                        high, last = known.get(bkey, (0, 0))
+                        if value > high:
+                            if not baseline:
+                                delta[(family, labels)] += value - high
+                            high = value
+                        if value < last and not baseline:
+                            delta[(family + REVISED_DOWN, labels)] += last - value
+                        last = value
+                        known[bkey] = (high, last)
+                        rows.append((*bkey, str(high), str(last)))
+                    conn.executemany(
+                        "INSERT INTO buckets (source, bucket, grp, family, labels, high, last) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (source, bucket, grp, family, "
+                        "labels) DO UPDATE SET high = excluded.high, last = excluded.last",
+                        rows,
+                    )
+                    self._write_counters(delta)
+                    if cursors:
+                        conn.executemany(
+                            "INSERT INTO cursors (name, value) VALUES (?, ?) "
+                            "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                            list(cursors.items()),
+                        )
+                    if self._before_commit is not None:
+                        self._before_commit()
+                    conn.execute("COMMIT")
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+            except sqlite3.Error as exc:
+                raise LedgerError(f"cannot write ledger: {exc}") from exc
+            for key, value in delta.items():
+                self._totals[key] = self._totals.get(key, 0) + value
+            return dict(delta)
+
+    def forget_buckets(self, source: str, before: str) -> int:
+        """Drop bucket state of ``source`` older than ``before`` (never re-read again)."""
+        with self._lock:
+            try:
+                return int(
+                    self._conn.execute(
+                        "DELETE FROM buckets WHERE source = ? AND bucket < ?", (source, before)
+                    ).rowcount
+                )
+            except sqlite3.Error as exc:
+                raise LedgerError(f"cannot prune bucket state: {exc}") from exc
+
+    def _load_buckets(
+        self, values: Sequence[BucketValue]
+    ) -> dict[tuple[str, str, str, str, str], tuple[int, int]]:
+        found: dict[tuple[str, str, str, str, str], tuple[int, int]] = {}
+        for source, bucket in {(v.source, v.bucket) for v in values}:
+            for row in self._conn.execute(
+                "SELECT grp, family, labels, high, last FROM buckets "
+                "WHERE source = ? AND bucket = ?",
+                (source, bucket),
+            ):
+                found[(source, bucket, row[0], row[1], row[2])] = (int(row[3]), int(row[4]))
+        return found
 
     def snapshot(self) -> dict[CounterKey, int]:
         """Return a copy of every counter total (cost in picodollars)."""

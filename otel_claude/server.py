@@ -11,10 +11,8 @@ import hmac
 import html
 import json
 import logging
-import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -23,6 +21,7 @@ from prometheus_client.exposition import choose_encoder
 
 from otel_claude import __version__
 from otel_claude.errors import LedgerError
+from otel_claude.health import SourceHealth
 from otel_claude.ledger import Ledger
 from otel_claude.sources.ingest import parse_body
 
@@ -30,31 +29,6 @@ log = logging.getLogger(__name__)
 
 INGEST_SOURCE = "ingest"
 MAX_REJECTIONS_LISTED = 1000
-
-
-@dataclass
-class SourceStates:
-    """Which sources are enabled, whether their first pass is done, and whether they work."""
-
-    _ready: dict[str, bool] = field(default_factory=dict)
-    _up: dict[str, bool] = field(default_factory=dict)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def set(self, source: str, *, ready: bool, up: bool) -> None:
-        """Record the state of ``source``."""
-        with self._lock:
-            self._ready[source] = ready
-            self._up[source] = up
-
-    def up(self) -> dict[str, bool]:
-        """Per-source health for ``otel_claude_source_up``."""
-        with self._lock:
-            return dict(self._up)
-
-    def not_ready(self) -> list[str]:
-        """Sources whose initial scan or first poll has not finished."""
-        with self._lock:
-            return sorted(name for name, ok in self._ready.items() if not ok)
 
 
 class IngestEndpoint:
@@ -122,7 +96,7 @@ class ExporterServer(ThreadingHTTPServer):
         *,
         registry: CollectorRegistry,
         ingest: IngestEndpoint,
-        sources: SourceStates,
+        sources: SourceHealth,
     ) -> None:
         self.registry = registry
         self.ingest = ingest

@@ -11,7 +11,12 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry, generate_latest
 
+from otel_claude.config import Settings
+from otel_claude.exposition.admin import AdminCollector, Budgets
+from otel_claude.exposition.families import FAMILIES, admin_families
+from otel_claude.exposition.health import HealthCollector
 from otel_claude.exposition.prometheus import LedgerCollector
+from otel_claude.health import SourceHealth
 from otel_claude.ledger import Ledger
 from otel_claude.sources.ingest import iter_lines
 from tests.conftest import need_binary
@@ -20,10 +25,20 @@ from tests.streams import generate
 GOLDEN = Path(__file__).parent / "fixtures" / "metrics.golden.txt"
 
 
-def _exposition(ledger: Ledger) -> str:
+def _registry(ledger: Ledger) -> CollectorRegistry:
+    """The collectors `serve` registers (process metrics aside), admin families included."""
+    health = SourceHealth()
+    health.enable("ingest", ready=True)
+    families = FAMILIES + admin_families(Settings().admin_group_by, "hash")
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(LedgerCollector(ledger, sources=lambda: {"ingest": True}))
-    text = generate_latest(registry).decode()
+    registry.register(LedgerCollector(ledger, families=families))
+    registry.register(AdminCollector(budgets=Budgets(5000.0, {"wrkspc_01": 1200.0})))
+    registry.register(HealthCollector(health))
+    return registry
+
+
+def _exposition(ledger: Ledger) -> str:
+    text = generate_latest(_registry(ledger)).decode()
     # Volatile values: the database size and the interpreter version.
     text = re.sub(r"^(otel_claude_ledger_size_bytes) \S+$", r"\1 <size>", text, flags=re.M)
     return text.replace(
@@ -46,8 +61,7 @@ def test_promtool_accepts_metrics(make_ledger: Callable[..., Ledger]) -> None:
     ledger = make_ledger()
     lines, _truth = generate(seed=6, sessions=5)
     ledger.apply([rec for _, rec in iter_lines(b"\n".join(lines), "ingest")], source="ingest")
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(LedgerCollector(ledger, sources=lambda: {"ingest": True}))
+    registry = _registry(ledger)
     proc = subprocess.run(
         [promtool, "check", "metrics"],
         input=generate_latest(registry),

@@ -13,9 +13,11 @@ import httpx
 import pytest
 from prometheus_client import CollectorRegistry
 
+from otel_claude.exposition.health import HealthCollector
 from otel_claude.exposition.prometheus import LedgerCollector
+from otel_claude.health import SourceHealth
 from otel_claude.ledger import Ledger
-from otel_claude.server import ExporterServer, IngestEndpoint, SourceStates
+from otel_claude.server import ExporterServer, IngestEndpoint
 from tests.streams import GARBAGE, generate
 
 TOKEN = "s3cret-ingest-token-value"
@@ -24,12 +26,13 @@ TOKEN = "s3cret-ingest-token-value"
 def _serve(
     ledger: Ledger, token: str | None = None, max_bytes: int = 1 << 20, ready: bool = True
 ) -> tuple[ExporterServer, str]:
-    sources = SourceStates()
-    sources.set("ingest", ready=True, up=True)
+    sources = SourceHealth()
+    sources.enable("ingest", ready=True)
     if not ready:
-        sources.set("transcripts", ready=False, up=True)
+        sources.enable("transcripts")
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(LedgerCollector(ledger, sources=sources.up))
+    registry.register(LedgerCollector(ledger))
+    registry.register(HealthCollector(sources))
     server = ExporterServer(
         ("127.0.0.1", 0),
         registry=registry,

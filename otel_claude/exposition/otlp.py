@@ -7,7 +7,7 @@ OTLP endpoint is set or ``OTEL_METRICS_EXPORTER=otlp``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 from opentelemetry.sdk.metrics import MeterProvider
@@ -15,7 +15,7 @@ from opentelemetry.sdk.metrics.export import MetricExporter, PeriodicExportingMe
 from opentelemetry.sdk.resources import Resource
 
 from otel_claude import __version__
-from otel_claude.exposition.families import FAMILIES, Family
+from otel_claude.exposition.families import FAMILIES, Family, family_series
 from otel_claude.ledger import CounterKey, Ledger
 
 METER_NAME = "otel_claude"
@@ -61,14 +61,16 @@ def _exporter(protocol: str) -> MetricExporter:
     return HttpExporter()
 
 
-def build_meter_provider(ledger: Ledger, env: Mapping[str, str]) -> MeterProvider | None:
+def build_meter_provider(
+    ledger: Ledger, env: Mapping[str, str], families: Sequence[Family] = FAMILIES
+) -> MeterProvider | None:
     """Create a MeterProvider exporting the ledger over OTLP, or None when OTLP is off."""
     if not otlp_enabled(env):
         return None
     reader = PeriodicExportingMetricReader(_exporter(otlp_protocol(env)))
     resource = Resource.create({"service.name": "otel-claude", "service.version": __version__})
     provider = MeterProvider(resource=resource, metric_readers=[reader])
-    register_instruments(provider.get_meter(METER_NAME, __version__), ledger)
+    register_instruments(provider.get_meter(METER_NAME, __version__), ledger, families)
     return provider
 
 
@@ -89,10 +91,12 @@ class _SharedSnapshot:
         return self._current
 
 
-def register_instruments(meter: Meter, ledger: Ledger) -> None:
+def register_instruments(
+    meter: Meter, ledger: Ledger, families: Sequence[Family] = FAMILIES
+) -> None:
     """Create one observable counter per ledger family on ``meter``."""
     shared = _SharedSnapshot(ledger)
-    for index, family in enumerate(FAMILIES):
+    for index, family in enumerate(families):
         meter.create_observable_counter(
             family.otel_name,
             callbacks=[_observer(family, shared, refresh=index == 0)],
@@ -105,11 +109,9 @@ def _observer(
     family: Family, shared: _SharedSnapshot, *, refresh: bool
 ) -> Callable[[CallbackOptions], Iterable[Observation]]:
     def observe(options: CallbackOptions) -> Iterable[Observation]:
-        out = []
-        for (key, labels), value in shared.get(refresh).items():
-            if key == family.key:
-                attributes = dict(zip(family.labels, labels, strict=True))
-                out.append(Observation(family.value(value), attributes))
-        return out
+        return [
+            Observation(family.value(value), dict(zip(family.labels, labels, strict=True)))
+            for labels, value in family_series(family, shared.get(refresh)).items()
+        ]
 
     return observe

@@ -11,14 +11,13 @@ Example exposition::
 from __future__ import annotations
 
 import platform
-from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator, Sequence
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from otel_claude import __version__
-from otel_claude.exposition.families import FAMILIES
+from otel_claude.exposition.families import FAMILIES, Family, family_series
 from otel_claude.ledger import Ledger
 
 
@@ -29,19 +28,17 @@ class LedgerCollector(Collector):
         self,
         ledger: Ledger,
         *,
-        sources: Callable[[], dict[str, bool]] | None = None,
+        families: Sequence[Family] = FAMILIES,
     ) -> None:
         self._ledger = ledger
-        self._sources = sources
+        self._families = tuple(families)
 
     def collect(self) -> Iterator[Metric]:
         """Yield one family per ledger counter, then the self-metrics."""
-        by_family: defaultdict[str, list[tuple[tuple[str, ...], int]]] = defaultdict(list)
-        for (key, labels), value in self._ledger.snapshot().items():
-            by_family[key].append((labels, value))
-        for family in FAMILIES:
+        snapshot = self._ledger.snapshot()
+        for family in self._families:
             metric = CounterMetricFamily(family.name, family.help, labels=family.labels)
-            for labels, value in sorted(by_family.get(family.key, ())):
+            for labels, value in sorted(family_series(family, snapshot).items()):
                 metric.add_metric(labels, family.value(value))
             yield metric
 
@@ -68,13 +65,3 @@ class LedgerCollector(Collector):
         for kind, count in sorted(self._ledger.key_counts().items()):
             keys.add_metric((kind,), count)
         yield keys
-
-        if self._sources is not None:
-            up = GaugeMetricFamily(
-                "otel_claude_source_up",
-                "Whether each enabled source is working (1) or failing (0).",
-                labels=("source",),
-            )
-            for name, ok in sorted(self._sources().items()):
-                up.add_metric((name,), 1 if ok else 0)
-            yield up

@@ -1,0 +1,1 @@
+"""Admin API sources: usage report, cost report, Claude Code analytics and name lists."""

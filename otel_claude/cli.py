@@ -81,6 +81,22 @@ def _parser() -> argparse.ArgumentParser:
     )
     ingest.set_defaults(handler=_ingest)
 
+    backfill = commands.add_parser(
+        "backfill", help="write past Admin API data as OpenMetrics for promtool to import"
+    )
+    common(backfill)
+    backfill.add_argument("--since", required=True, help="start, RFC 3339 or YYYY-MM-DD (UTC)")
+    backfill.add_argument("--until", help="end (default: now)")
+    backfill.add_argument("--out", required=True, metavar="FILE", help="output file, - for stdout")
+    backfill.add_argument(
+        "--label",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="extra label on every series (e.g. job=otel-claude to match the scrape job)",
+    )
+    backfill.set_defaults(handler=_backfill)
+
     report = commands.add_parser("report", help="print the counted totals from the ledger")
     common(report)
     report.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -279,6 +295,116 @@ def _ingest_remote(stream: IO[bytes], url: str, settings: Settings, totals: dict
                 for r in answer.get("rejected", [])
             ]
             line_offset += chunk.count(b"\n")
+
+
+# --- backfill -----------------------------------------------------------------------
+
+
+def _backfill(settings: Settings, args: argparse.Namespace) -> int:
+    import time
+    from datetime import UTC, datetime
+
+    from otel_claude.admin.claude_code import ClaudeCodeReport
+    from otel_claude.admin.client import AdminClient
+    from otel_claude.admin.cost import CostReport
+    from otel_claude.admin.usage import UsageReport
+    from otel_claude.backfill import (
+        Progress,
+        collect,
+        estimate_requests,
+        parse_day_or_time,
+        write_openmetrics,
+    )
+    from otel_claude.exposition.families import admin_families
+
+    if not settings.admin_api_key:
+        raise OtelClaudeError("ANTHROPIC_ADMIN_API_KEY: backfill needs an Admin API key")
+    try:
+        since = parse_day_or_time(args.since)
+        until = parse_day_or_time(args.until) if args.until else datetime.now(UTC)
+    except ValueError as exc:
+        raise OtelClaudeError(f"--since/--until: {exc}") from None
+    until = min(until, datetime.now(UTC))
+    if since >= until:
+        raise OtelClaudeError("--since must be before --until")
+    extra: dict[str, str] = {}
+    for item in args.label:
+        name, sep, value = item.partition("=")
+        if not sep or not name.isidentifier():
+            raise OtelClaudeError(f"--label: expected NAME=VALUE, got {item!r}")
+        extra[name] = value
+    wanted = set(settings.admin_sources)
+    scratch = Ledger(":memory:", prices=load_price_table())
+    started = time.monotonic()
+    with AdminClient(
+        settings.admin_api_url, settings.admin_api_key, timeout=settings.admin_timeout_s
+    ) as client:
+        usage = (
+            UsageReport(
+                client,
+                scratch,
+                since=since,
+                group_by=settings.admin_group_by,
+                interval_s=3600,
+                clock=time.time,
+            )
+            if "usage" in wanted
+            else None
+        )
+        cost = (
+            CostReport(client, scratch, since=since, clock=time.time) if "cost" in wanted else None
+        )
+        claude_code = (
+            ClaudeCodeReport(
+                client,
+                scratch,
+                since=since,
+                clock=time.time,
+                actor_mode=settings.actor_labels,
+                actor_salt=settings.actor_salt,
+            )
+            if "claude_code" in wanted
+            else None
+        )
+        progress = Progress(
+            estimate_requests(
+                since,
+                until,
+                usage=usage is not None,
+                cost=cost is not None,
+                claude_code=claude_code is not None,
+            )
+        )
+        samples = collect(
+            since=since,
+            until=until,
+            usage=usage,
+            cost=cost,
+            claude_code=claude_code,
+            progress=progress,
+        )
+        progress.finish()
+        requests = sum(client.stats.copy()[0].values())
+    families = admin_families(settings.admin_group_by, settings.actor_labels)
+    out = sys.stdout if args.out == "-" else open(args.out, "w", encoding="utf-8")
+    try:
+        written = write_openmetrics(
+            out, samples, families, since=since, until=until, extra_labels=extra
+        )
+    finally:
+        if out is not sys.stdout:
+            out.close()
+    print(
+        json.dumps(
+            {
+                "samples": written,
+                "requests": requests,
+                "seconds": round(time.monotonic() - started, 2),
+            }
+        ),
+        file=sys.stderr,
+    )
+    return 0
 
 
 # --- report -------------------------------------------------------------------------

@@ -80,8 +80,7 @@ class ClaudeCodeReport:
         next_cursor = today
         day = first
         while day <= today:
-            for record in self._records(day):
-                self._record(values, day, record)
+            values += self.day_values(day)
             day_end = datetime(day.year, day.month, day.day, tzinfo=UTC) + DAY
             if now < day_end + self._settle:
                 next_cursor = min(next_cursor, day)
@@ -91,12 +90,19 @@ class ClaudeCodeReport:
         self._ledger.apply_buckets(values, cursors={f"{SOURCE}:day": next_cursor.isoformat()})
         self._ledger.forget_buckets(SOURCE, before=next_cursor.isoformat())
 
-    def _records(self, day: date) -> list[dict[str, Any]]:
-        records: list[dict[str, Any]] = []
+    def day_values(self, day: date, on_page: Callable[[], None] | None = None) -> list[BucketValue]:
+        """Read every record of one UTC day (all pages) as ledger values."""
+        values: list[BucketValue] = []
         params = [("starting_at", day.isoformat()), ("limit", "1000")]
         for page in self._client.pages(ENDPOINT, params):
-            records.extend(r for r in page.get("data") or [] if isinstance(r, dict))
-        return records
+            if on_page is not None:
+                on_page()
+            for record in page.get("data") or []:
+                if isinstance(record, dict):
+                    self._record(values, day, record)
+                else:
+                    self.skipped_items += 1
+        return values
 
     def actor(self, record: Mapping[str, Any]) -> tuple[str, str] | None:
         """(dedup key, label value) of a record's actor; None when it has no actor."""

@@ -116,6 +116,47 @@ class CostReport:
         if newest is not None:
             self.newest_complete = newest.timestamp()
 
+    def read(
+        self,
+        start: datetime,
+        end: datetime | None = None,
+        *,
+        now: datetime,
+        on_page: Callable[[], None] | None = None,
+    ) -> list[tuple[datetime, datetime, tuple[str, ...], str, Decimal]]:
+        """Read daily buckets: (day start, day end, labels, group, cents) per cost item."""
+        params = [
+            ("starting_at", iso(start)),
+            ("bucket_width", "1d"),
+            ("limit", "31"),
+            ("group_by[]", "workspace_id"),
+            ("group_by[]", "description"),
+        ]
+        if end is not None:
+            params.append(("ending_at", iso(end)))
+        out = []
+        for page in self._client.pages(ENDPOINT, params):
+            if on_page is not None:
+                on_page()
+            for bucket in page.get("data") or []:
+                try:
+                    day = parse_time(bucket.get("starting_at"))
+                    ends = parse_time(bucket.get("ending_at"))
+                except (ValueError, AttributeError):
+                    self.skipped_items += 1
+                    continue
+                for item in bucket.get("results") or []:
+                    parsed = self._item(item)
+                    if parsed is not None:
+                        out.append((day, ends, *parsed))
+        return out
+
+    @staticmethod
+    def value(day: datetime, labels: tuple[str, ...], group: str, cents: Decimal) -> BucketValue:
+        """The ledger value of one cost item (exact picodollars)."""
+        pico = int((cents * _PICO_PER_CENT).to_integral_value())
+        return BucketValue(SOURCE, iso(day), group, API_COST, labels, pico)
+
     def _item(self, item: object) -> tuple[tuple[str, ...], str, Decimal] | None:
         if not isinstance(item, Mapping):
             self.skipped_items += 1

@@ -180,6 +180,43 @@ class UsageReport:
         if newest is not None:
             self.newest_complete = newest.timestamp()
 
+    def fetch(
+        self,
+        start: datetime,
+        end: datetime | None = None,
+        *,
+        now: datetime,
+        width: str | None = None,
+        on_page: Callable[[], None] | None = None,
+    ) -> tuple[list[BucketValue], datetime | None]:
+        """Read buckets from ``start`` (to ``end``): their values and the newest complete end."""
+        width = width or self.width
+        params = [
+            ("starting_at", iso(start)),
+            ("bucket_width", width),
+            ("limit", str(MAX_LIMIT[width])),
+        ]
+        if end is not None:
+            params.append(("ending_at", iso(end)))
+        params += [("group_by[]", dim) for dim in self.group_by]
+        values: list[BucketValue] = []
+        newest: datetime | None = None
+        for page in self._client.pages(ENDPOINT, params):
+            if on_page is not None:
+                on_page()
+            for bucket in page.get("data") or []:
+                try:
+                    begins = parse_time(bucket.get("starting_at"))
+                    ends = parse_time(bucket.get("ending_at"))
+                except (ValueError, AttributeError):
+                    self.skipped_items += 1
+                    continue
+                if ends <= now and (newest is None or ends > newest):
+                    newest = ends
+                for item in bucket.get("results") or []:
+                    self._item(values, iso(begins), item)
+        return values, newest
+
     def _item(self, out: list[BucketValue], bucket: str, item: object) -> None:
         if not isinstance(item, Mapping):
             self.skipped_items += 1

@@ -157,7 +157,9 @@ MODELS: Final[Mapping[str, Model]] = {
     m.id: m
     for m in (
         Model(OPUS_4_6, "Claude Opus 4.6", Decimal(5), Decimal(25), Decimal(10), Decimal("37.5")),
-        Model(SONNET_4_5, "Claude Sonnet 4.5", Decimal(3), Decimal(15), Decimal(6), Decimal("22.5")),
+        Model(
+            SONNET_4_5, "Claude Sonnet 4.5", Decimal(3), Decimal(15), Decimal(6), Decimal("22.5")
+        ),
         Model(SONNET_4, "Claude Sonnet 4", Decimal(3), Decimal(15), Decimal(6), Decimal("22.5")),
         Model(HAIKU_4_5, "Claude Haiku 4.5", Decimal(1), Decimal(5)),
     )
@@ -385,7 +387,9 @@ class World:
             Stream(
                 index=i,
                 model=spec.model,
-                workspace_id=None if spec.workspace is None else self.workspaces[spec.workspace]["id"],
+                workspace_id=None
+                if spec.workspace is None
+                else self.workspaces[spec.workspace]["id"],
                 api_key_id=None if spec.api_key is None else self.api_keys[spec.api_key]["id"],
                 service_tier=spec.service_tier,
                 context_window=spec.context_window,
@@ -409,7 +413,7 @@ class World:
         self.actors: tuple[Actor, ...] = tuple(actors)
 
         self.hour = functools.lru_cache(maxsize=1 << 17)(self._compute_hour)
-        self.minutes = functools.lru_cache(maxsize=1 << 12)(self._compute_minutes)
+        self.minutes = functools.lru_cache(maxsize=1 << 10)(self._compute_minutes)
         self.hour_cost = functools.lru_cache(maxsize=1 << 17)(self._compute_hour_cost)
         self.actor_hour = functools.lru_cache(maxsize=1 << 14)(self._compute_actor_hour)
 
@@ -428,7 +432,11 @@ class World:
             weekend = 500 if _weekday(hour) >= 5 else 1000
         base = _fields(
             [
-                spec.base[i] * spec.scale * diurnal * weekend * (500 + d[1 + i] * 1000 // 256)
+                spec.base[i]
+                * spec.scale
+                * diurnal
+                * weekend
+                * (500 + d[1 + i] * 1000 // 256)
                 // 10**12
                 for i in range(6)
             ]
@@ -451,7 +459,9 @@ class World:
             phantom_minute=d[12] % 60,
         )
 
-    def _compute_minutes(self, stream: int, hour: int) -> tuple[tuple[Fields, ...], tuple[int, ...]]:
+    def _compute_minutes(
+        self, stream: int, hour: int
+    ) -> tuple[tuple[Fields, ...], tuple[int, ...]]:
         """Per-minute base usage and per-minute visibility delays of one stream-hour."""
         totals = self.hour(stream, hour).base
         raw = digest(self.seed, "minutes", stream, hour)[:60]
@@ -568,7 +578,8 @@ class World:
             rows.append((key, final[field] * price / 10_000))
         if final[5]:
             web: CostKey = (
-                spec.workspace_id, WEB_SEARCH_DESCRIPTION, "web_search", None, None, None, None, None
+                spec.workspace_id, WEB_SEARCH_DESCRIPTION, "web_search",
+                None, None, None, None, None,
             )  # fmt: skip
             rows.append((web, final[5] * WEB_SEARCH_CENTS))
         return tuple(rows)
@@ -598,11 +609,11 @@ class World:
             for i, workspace_id in enumerate(self.cost_workspaces):
                 cents = self.code_execution_cents(i, hour)
                 if cents:
-                    key: CostKey = (
+                    code: CostKey = (
                         workspace_id, CODE_EXECUTION_DESCRIPTION, "code_execution",
                         None, None, None, None, None,
                     )  # fmt: skip
-                    exact[key] = exact.get(key, Decimal(0)) + cents
+                    exact[code] = exact.get(code, Decimal(0)) + cents
         rows = {}
         for key, cents in exact.items():
             rounded = cents.quantize(CENT_QUANTUM, rounding=ROUND_HALF_EVEN)
@@ -689,12 +700,12 @@ class World:
         breakdown = []
         for model_id in sorted(per_model):
             t_in, t_out, t_read, t_write = per_model[model_id]
-            model = MODELS[model_id]
+            prices = MODELS[model_id]
             usd_per_mtok = (
-                t_in * model.input
-                + t_out * model.output
-                + t_read * model.price(2, long_context=False)
-                + t_write * model.price(3, long_context=False)
+                t_in * prices.input
+                + t_out * prices.output
+                + t_read * prices.price(2, long_context=False)
+                + t_write * prices.price(3, long_context=False)
             )
             cents = (usd_per_mtok / 10_000).quantize(Decimal(1), rounding=ROUND_HALF_EVEN)
             breakdown.append(

@@ -213,7 +213,7 @@ def load_settings(
     if "admin_lookback_s" in values:
         values["admin_lookback_s"] *= 3600
     _number(raw, "admin.names_refresh_s", "names_refresh_s", float, 60.0, values, problems)
-    _number(raw, "admin.timeout_s", "admin_timeout_s", float, 1.0, values, problems)
+    _number(raw, "admin.timeout_s", "admin_timeout_s", float, 0.1, values, problems)
     for name, attr, allowed in (
         ("admin.group_by", "admin_group_by", GROUP_BY_DIMENSIONS),
         ("admin.sources", "admin_sources", ADMIN_SOURCES),

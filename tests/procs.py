@@ -229,6 +229,7 @@ def running_prometheus(
     job: str = "otel-claude",
     scrape_interval: str = "1s",
     rule_files: Sequence[Path] = (),
+    extra_args: Sequence[str] = (),
 ) -> Iterator[Prometheus]:
     """Start a real Prometheus on loopback scraping ``targets`` (host:port); always stop it."""
     workdir = tmp / "prometheus"
@@ -257,6 +258,7 @@ def running_prometheus(
             f"--storage.tsdb.path={workdir / 'data'}",
             f"--web.listen-address=127.0.0.1:{port}",
             "--log.level=warn",
+            *extra_args,
         ]
 
     proc, port, log = _start_on_free_port(

@@ -17,6 +17,7 @@ test: $(VENV)/.test system-deps  ## install test dependencies and run the whole 
 
 bench: $(VENV)/.test             ## run the benchmarks (not part of `make test`)
 	$(BIN)/python bench/ingest_http.py
+	$(BIN)/python bench/admin_backfill.py
 
 system-deps:                     ## Debian prometheus/alertmanager (promtool, amtool) when root
 	@sh scripts/system-deps.sh

@@ -367,3 +367,26 @@ def test_since_in_the_past_counts_only_from_since(
     whole = usage_expected(sim, hour_end(clock), at=clock())
     assert sum(total.values()) == sum(whole.values())  # nothing before SINCE
     assert date(2026, 11, 10) == SINCE.date()
+
+
+def test_serve_polls_the_simulator_end_to_end(tmp_path: Path) -> None:
+    """`otel-claude serve` with a key: /readyz waits for the first polls, /metrics has data."""
+    import httpx
+
+    from tests.procs import running_exporter
+
+    with Simulator(seed=3, api_key=KEY) as live:
+        env = {
+            "ANTHROPIC_ADMIN_API_KEY": KEY,
+            "OTEL_CLAUDE_ADMIN_API_URL": live.url,
+            "OTEL_CLAUDE_POLL_INTERVAL": "2",
+        }
+        with running_exporter(tmp_path, env) as exporter:
+            text = httpx.get(f"{exporter.url}/metrics").text
+            assert 'otel_claude_source_up{source="admin_usage"} 1.0' in text
+            assert "anthropic_api_tokens_total{" in text
+            assert "anthropic_api_cost_month_to_date_usd{" in text
+            landing = httpx.get(f"{exporter.url}/").text
+            assert "admin_usage" in landing and KEY not in landing
+            assert KEY not in text
+        assert KEY not in exporter.log.read_text()

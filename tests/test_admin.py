@@ -390,3 +390,13 @@ def test_serve_polls_the_simulator_end_to_end(tmp_path: Path) -> None:
             assert "admin_usage" in landing and KEY not in landing
             assert KEY not in text
         assert KEY not in exporter.log.read_text()
+
+
+def test_changing_actor_labels_does_not_recount(make_app: Callable[..., App], clock: Clock) -> None:
+    first = make_app(OTEL_CLAUDE_ADMIN_SOURCES="claude_code")
+    first.poller.poll_once()  # type: ignore[union-attr]
+    before = sum(samples(first, "anthropic_claude_code_sessions_total").values())
+    first.close()
+    second = make_app(OTEL_CLAUDE_ADMIN_SOURCES="claude_code", OTEL_CLAUDE_ACTOR_LABELS="hash")
+    second.poller.poll_once()  # type: ignore[union-attr]
+    assert sum(samples(second, "anthropic_claude_code_sessions_total").values()) == before

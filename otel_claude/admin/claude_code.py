@@ -70,6 +70,11 @@ class ClaudeCodeReport:
         self.newest_complete: float | None = None
         self.skipped_items = 0
 
+    @property
+    def signature(self) -> str:
+        """Identifies how actors are labelled (mode and salt, the salt only as a digest)."""
+        return f"{self._actor_mode}|{hashlib.sha256(self._salt).hexdigest()[:12]}"
+
     def poll(self) -> None:
         """Read every day that can still change; count growth; advance the cursor."""
         now = datetime.fromtimestamp(self._clock(), UTC)
@@ -87,7 +92,20 @@ class ClaudeCodeReport:
             elif self.newest_complete is None or day_end.timestamp() > self.newest_complete:
                 self.newest_complete = day_end.timestamp()
             day += DAY
-        self._ledger.apply_buckets(values, cursors={f"{SOURCE}:day": next_cursor.isoformat()})
+        # Another actor mode or salt relabels the same records: record their current values
+        # without counting them again under the new labels.
+        previous = self._ledger.cursor(f"{SOURCE}:signature")
+        baseline = previous is not None and previous != self.signature
+        if baseline:
+            log.warning("actor labelling changed: counting resumes from new activity only")
+        self._ledger.apply_buckets(
+            values,
+            cursors={
+                f"{SOURCE}:day": next_cursor.isoformat(),
+                f"{SOURCE}:signature": self.signature,
+            },
+            baseline=baseline,
+        )
         self._ledger.forget_buckets(SOURCE, before=next_cursor.isoformat())
 
     def day_values(self, day: date, on_page: Callable[[], None] | None = None) -> list[BucketValue]:

@@ -31,6 +31,7 @@ from otel_claude.exposition.prometheus import LedgerCollector
 from otel_claude.health import SourceHealth
 from otel_claude.ledger import Ledger
 from otel_claude.pricing import load_price_table
+from otel_claude.sources.tailer import TranscriptTailer
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,7 @@ class App:
     registry: CollectorRegistry
     families: tuple[Family, ...]
     poller: Poller | None = None
+    tailer: TranscriptTailer | None = None
     admin_client: AdminClient | None = None
     meter_provider: MeterProvider | None = None
     reports: list[Report] = field(default_factory=list)
@@ -93,6 +95,15 @@ def build_app(
     registry = CollectorRegistry(auto_describe=False)
     registry.register(LedgerCollector(ledger, families=families))
     app = App(settings, ledger, health, registry, families)
+    if settings.transcripts_enabled:
+        app.tailer = TranscriptTailer(
+            ledger,
+            settings.transcript_roots,
+            health=health,
+            poll_s=settings.transcripts_poll_s,
+            use_inotify=settings.transcripts_inotify,
+            clock=clock,
+        )
     stats: RequestStats | None = None
     admin_gauges: AdminCollector | None = None
     if settings.admin_api_key:

@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from otel_claude.errors import ConfigError, Problem
+from otel_claude.sources.transcripts import projects_dirs
 
 DEFAULT_LISTEN = "127.0.0.1:9477"
 DEFAULT_MAX_BODY = 16 * 1024 * 1024
@@ -81,6 +82,10 @@ class Settings:
     actor_salt: str = field(default="", repr=False)
     budget_organization: float | None = None
     budget_workspaces: dict[str, float] = field(default_factory=dict)
+    transcripts_enabled: bool = True
+    transcript_roots: tuple[Path, ...] = ()
+    transcripts_poll_s: float = 2.0
+    transcripts_inotify: bool = True
 
     @property
     def ledger_path(self) -> Path:
@@ -134,6 +139,7 @@ def load_settings(
         ("admin.group_by", "OTEL_CLAUDE_ADMIN_GROUP_BY"),
         ("admin.sources", "OTEL_CLAUDE_ADMIN_SOURCES"),
         ("admin.actor_labels", "OTEL_CLAUDE_ACTOR_LABELS"),
+        ("transcripts.enabled", "OTEL_CLAUDE_TRANSCRIPTS"),
     ):
         if env.get(var):
             raw[name] = (var, env[var])
@@ -242,6 +248,19 @@ def load_settings(
         values["actor_salt"] = str(raw["admin.actor_salt"][1])
     if "admin.budgets" in raw:
         _budgets(raw["admin.budgets"], values, problems)
+    for name, attr in (
+        ("transcripts.enabled", "transcripts_enabled"),
+        ("transcripts.use_inotify", "transcripts_inotify"),
+    ):
+        if name in raw:
+            where, value = raw[name]
+            switch = _flag(value)
+            if switch is None:
+                problems.append(Problem(where, "expected on/off (true/false)"))
+            else:
+                values[attr] = switch
+    _number(raw, "transcripts.poll_interval_s", "transcripts_poll_s", float, 0.05, values, problems)
+    values["transcript_roots"] = tuple(projects_dirs(env))
 
     token = _secret(env, "OTEL_CLAUDE_INGEST_TOKEN", raw.get("ingest.token_file"), problems)
     if token is not None:
@@ -306,6 +325,18 @@ GROUP_BY_DIMENSIONS = (
     "inference_geo",
 )
 ADMIN_SOURCES = ("usage", "cost", "claude_code", "names")
+
+
+def _flag(value: object) -> bool | None:
+    """A boolean setting from TOML (true/false) or the environment (on/off, 1/0, …)."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "on", "true", "yes"):
+        return True
+    if text in ("0", "off", "false", "no"):
+        return False
+    return None
 
 
 def _list(value: object) -> list[str] | None:

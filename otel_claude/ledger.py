@@ -453,6 +453,23 @@ class Ledger:
             row = self._conn.execute("SELECT value FROM cursors WHERE name = ?", (name,)).fetchone()
             return None if row is None else str(row[0])
 
+    def cursors(self, prefix: str) -> dict[str, str]:
+        """Every committed cursor whose name starts with ``prefix``."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT name, value FROM cursors WHERE name >= ? AND name < ?",
+                (prefix, prefix + "\U0010ffff"),
+            ).fetchall()
+            return {str(name): str(value) for name, value in rows}
+
+    def drop_cursors(self, names: Iterable[str]) -> None:
+        """Forget cursors of sources that are gone (e.g. deleted files)."""
+        with self._lock:
+            try:
+                self._conn.executemany("DELETE FROM cursors WHERE name = ?", [(n,) for n in names])
+            except sqlite3.Error as exc:
+                raise LedgerError(f"cannot drop cursors: {exc}") from exc
+
     def key_counts(self) -> dict[str, int]:
         """Return how many dedup keys of each kind are stored (bounded by the horizon).
 

@@ -14,11 +14,13 @@ from otel_claude.pricing import PriceTable, load_price_table
 
 
 @pytest.fixture(autouse=True)
-def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Tests never inherit OTEL_*/OTEL_CLAUDE_* settings or proxies from the shell."""
+def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Tests never inherit OTEL_*/ANTHROPIC_*/CLAUDE_* settings or proxies from the shell,
+    and never read the developer's real ~/.claude (HOME points at an empty directory)."""
     for name in list(os.environ):
-        if name.startswith(("OTEL_", "ANTHROPIC_")) or name.lower().endswith("_proxy"):
+        if name.startswith(("OTEL_", "ANTHROPIC_", "CLAUDE_")) or name.lower().endswith("_proxy"):
             monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path_factory.mktemp("home")))
 
 
 @pytest.fixture(scope="session")

@@ -86,6 +86,7 @@ def make_app(sim: Simulator, clock: Clock, tmp_path: Path) -> Iterator[Callable[
                 "OTEL_CLAUDE_STATE_DIR": str(tmp_path),
                 "OTEL_CLAUDE_POLL_INTERVAL": "60",
                 "OTEL_CLAUDE_ACTOR_LABELS": "plain",
+                "OTEL_CLAUDE_TRANSCRIPTS": "off",
                 **env,
             }
         )

@@ -7,8 +7,9 @@ line is rejected with its line number while the good lines beside it are kept.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
+
+import orjson
 
 from otel_claude.records import Normalized, Rejected
 from otel_claude.sources.messages import normalize, normalize_line
@@ -21,10 +22,8 @@ def parse_body(body: bytes, source: str) -> list[tuple[int, Normalized]]:
         return []
     if stripped[:1] in (b"{", b"["):
         try:
-            document = json.loads(stripped)
-        except UnicodeDecodeError:
-            document = None
-        except ValueError:
+            document = orjson.loads(stripped)
+        except orjson.JSONDecodeError:
             document = None  # not one document: NDJSON (or garbage), handled per line below
         else:
             if isinstance(document, dict):

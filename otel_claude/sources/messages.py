@@ -21,6 +21,8 @@ from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+import orjson
+
 from otel_claude.pricing import normalize_model_id
 from otel_claude.records import (
     CallStart,
@@ -114,10 +116,10 @@ def normalize(message: object, source: str) -> Normalized:
 def normalize_line(line: str | bytes, source: str) -> Normalized:
     """Parse one JSON text (an NDJSON line) and normalize it."""
     try:
-        value = json.loads(line)
-    except UnicodeDecodeError:
-        return Rejected("invalid_utf8", "line is not valid UTF-8")
-    except ValueError as exc:
+        value = orjson.loads(line)
+    except orjson.JSONDecodeError as exc:
+        if "UTF-8" in str(exc) or "surrogate" in str(exc):
+            return Rejected("invalid_utf8", "line is not valid UTF-8")
         return Rejected("invalid_json", str(exc)[:200])
     if not isinstance(value, dict):
         return Rejected("not_an_object", f"expected a JSON object, got {type(value).__name__}")

@@ -1,0 +1,229 @@
+"""Live tailing of Claude Code transcripts into the ledger.
+
+Positions (inode, offset) are ledger cursors committed in the same transaction as the
+counts their lines produced, so a crash at any instant neither loses nor repeats a token: a
+restart resumes every file exactly after its last committed line. A torn last line stays in
+the file until its newline arrives. Truncated or replaced files (size below the offset, new
+inode) are read again from the start; the global message-id dedup makes that harmless.
+
+Changes are noticed through inotify (``watchfiles``); a periodic stat pass is the fallback
+and the safety net, and costs one ``stat`` per file (no reads) when nothing changed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+from otel_claude.health import SourceHealth
+from otel_claude.ledger import Ledger
+from otel_claude.records import Normalized
+from otel_claude.sources.transcripts import (
+    SOURCE,
+    LineStats,
+    complete_part,
+    parse_lines,
+    transcript_files,
+)
+
+log = logging.getLogger(__name__)
+
+NAME = "transcripts"
+CURSOR_PREFIX = "transcript:"
+READ_CHUNK = 8 << 20
+
+
+@dataclass(frozen=True)
+class Position:
+    """Where reading a file resumes: its inode and the offset after the last consumed line."""
+
+    inode: int
+    offset: int
+
+    def encode(self) -> str:
+        return f"{self.inode}:{self.offset}"
+
+    @classmethod
+    def decode(cls, value: str) -> Position | None:
+        inode, sep, offset = value.partition(":")
+        if not sep or not inode.isdigit() or not offset.isdigit():
+            return None
+        return cls(int(inode), int(offset))
+
+
+class TranscriptTailer:
+    """Reads new transcript lines into the ledger, once (``scan``) or continuously (``run``)."""
+
+    name = NAME
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        roots: Sequence[Path],
+        *,
+        health: SourceHealth | None = None,
+        batch_records: int = 20_000,
+        poll_s: float = 2.0,
+        use_inotify: bool = True,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._ledger = ledger
+        self.roots = list(roots)
+        self._health = health
+        self._batch = batch_records
+        self._poll = poll_s
+        self._inotify = use_inotify
+        self._clock = clock
+        self._positions: dict[str, Position] = {}
+        for name, value in ledger.cursors(CURSOR_PREFIX).items():
+            pos = Position.decode(value)
+            if pos is not None:
+                self._positions[name[len(CURSOR_PREFIX) :]] = pos
+        self._pending: list[Normalized] = []
+        self._pending_cursors: dict[str, str] = {}
+        self.stats = LineStats()
+        if health is not None:
+            health.enable(NAME)
+
+    # --- one pass -------------------------------------------------------------------
+
+    def scan(self, paths: Iterable[Path] | None = None) -> None:
+        """Read what is new in ``paths`` (default: every transcript) and commit it."""
+        full = paths is None
+        seen: set[str] = set()
+        for path in transcript_files(self.roots) if paths is None else paths:
+            key = str(path)
+            seen.add(key)
+            self._read(path, key)
+        self._flush()
+        if full:
+            gone = [k for k in self._positions if k not in seen]
+            if gone:
+                self._ledger.drop_cursors(CURSOR_PREFIX + k for k in gone)
+                for k in gone:
+                    del self._positions[k]
+
+    def _read(self, path: Path, key: str) -> None:
+        try:
+            handle = open(path, "rb")
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            log.warning(
+                "cannot read transcript", extra={"fields": {"path": key, "error": exc.strerror}}
+            )
+            return
+        with handle:
+            st = os.fstat(handle.fileno())
+            pos = self._positions.get(key)
+            if pos is not None and pos.inode == st.st_ino and pos.offset == st.st_size:
+                return  # unchanged
+            offset = 0
+            if pos is not None and pos.inode == st.st_ino and pos.offset <= st.st_size:
+                offset = pos.offset
+            elif pos is not None:
+                log.info(
+                    "transcript replaced or truncated, reading it again",
+                    extra={"fields": {"path": key}},
+                )
+            handle.seek(offset)
+            carry = b""
+            while True:
+                block = handle.read(READ_CHUNK)
+                if not block:
+                    break
+                data = carry + block if carry else block
+                done = complete_part(data)
+                carry = data[len(done) :]
+                if not done:
+                    continue
+                self._pending.extend(parse_lines(done, self.stats))
+                offset += len(done)
+                self._pending_cursors[CURSOR_PREFIX + key] = Position(st.st_ino, offset).encode()
+                self._positions[key] = Position(st.st_ino, offset)
+                if len(self._pending) >= self._batch:
+                    self._flush()
+            if pos is not None and offset == 0 and key not in self._pending_cursors:
+                # A replaced file with no complete line yet: remember its new identity.
+                self._positions[key] = Position(st.st_ino, 0)
+                self._pending_cursors[CURSOR_PREFIX + key] = Position(st.st_ino, 0).encode()
+
+    def _flush(self) -> None:
+        if not self._pending and not self._pending_cursors:
+            return
+        try:
+            self._ledger.apply(self._pending, source=SOURCE, cursors=self._pending_cursors)
+        except BaseException:
+            # Nothing was committed: forget the in-memory positions so the lines are re-read.
+            self._positions = {}
+            for name, value in self._ledger.cursors(CURSOR_PREFIX).items():
+                pos = Position.decode(value)
+                if pos is not None:
+                    self._positions[name[len(CURSOR_PREFIX) :]] = pos
+            raise
+        finally:
+            self._pending = []
+            self._pending_cursors = {}
+
+    # --- continuous -----------------------------------------------------------------
+
+    def run(self, stop: threading.Event) -> None:
+        """Initial scan, then follow changes until ``stop`` is set."""
+        self._timed(self.scan)
+        if self._inotify:
+            try:
+                self._watch(stop)
+                return
+            except Exception as exc:  # inotify unavailable or exhausted: keep polling
+                log.warning(
+                    "file watching unavailable, polling instead",
+                    extra={"fields": {"error": f"{type(exc).__name__}: {exc}"}},
+                )
+        while not stop.wait(self._poll):
+            self._timed(self.scan)
+
+    def _watch(self, stop: threading.Event) -> None:
+        import watchfiles
+
+        while not stop.is_set():
+            roots = [r for r in self.roots if r.is_dir()]
+            if not roots:  # nothing to watch yet: look again after a poll interval
+                if stop.wait(self._poll):
+                    return
+                self._timed(self.scan)
+                continue
+            for changes in watchfiles.watch(
+                *roots,
+                stop_event=stop,
+                debounce=100,
+                step=20,
+                rust_timeout=int(self._poll * 1000),
+                yield_on_timeout=True,
+                raise_interrupt=False,
+            ):
+                paths = {Path(p) for _change, p in changes if p.endswith(".jsonl")}
+                if changes and not paths:
+                    continue
+                # On a timeout (no event) a full stat pass catches anything inotify missed.
+                self._timed(partial(self.scan, sorted(paths) if paths else None))
+            return
+
+    def _timed(self, action: Callable[[], None]) -> None:
+        started = time.monotonic()
+        try:
+            action()
+        except Exception as exc:
+            log.exception("transcript scan failed")
+            if self._health is not None:
+                self._health.failed(
+                    NAME, reason=type(exc).__name__, duration=time.monotonic() - started
+                )
+            return
+        if self._health is not None:
+            self._health.succeeded(NAME, at=self._clock(), duration=time.monotonic() - started)

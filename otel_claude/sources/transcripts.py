@@ -1,0 +1,106 @@
+"""Claude Code transcripts (``~/.claude/projects/**/*.jsonl``): discovery and line parsing.
+
+Claude Code appends one JSON object per line; one API response is written as several lines
+(one per content block) that share ``message.id``. Only lines that carry a ``usage`` object
+are parsed in full; every other line gets a cheap structural check (an object on one line)
+so garbage is still counted as rejected without paying for JSON decoding of large tool
+results. A final line without its newline is never consumed: it is still being written.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from otel_claude.records import Ignored, Normalized, Rejected
+from otel_claude.sources.messages import normalize_line
+
+SOURCE = "transcript"
+_USAGE = b'"usage"'
+
+
+def projects_dirs(env: Mapping[str, str], home: Path | None = None) -> list[Path]:
+    """The ``projects/`` directories to read, as Claude Code and ccusage find them.
+
+    ``CLAUDE_CONFIG_DIR`` is a comma-separated list; each entry is a config directory that
+    contains ``projects/`` or a ``projects/`` directory itself. Without it: ``~/.claude`` and
+    ``~/.config/claude``.
+    """
+    home = home or Path.home()
+    configured = env.get("CLAUDE_CONFIG_DIR", "").strip()
+    entries = (
+        [Path(p.strip()).expanduser() for p in configured.split(",") if p.strip()]
+        if configured
+        else [home / ".claude", home / ".config" / "claude"]
+    )
+    out: list[Path] = []
+    for entry in entries:
+        candidate = entry if entry.name == "projects" else entry / "projects"
+        if candidate not in out:
+            out.append(candidate)
+    return out
+
+
+def transcript_files(roots: Sequence[Path]) -> Iterator[Path]:
+    """Every ``*.jsonl`` below the roots (subagent transcripts included), sorted per dir."""
+    for root in roots:
+        if not root.is_dir():
+            continue
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames.sort()
+            for name in sorted(filenames):
+                if name.endswith(".jsonl"):
+                    yield Path(dirpath) / name
+
+
+@dataclass
+class LineStats:
+    """What a parse pass saw besides usage records."""
+
+    lines: int = 0
+    skipped: int = 0  # valid-looking lines without usage, not decoded
+    blank: int = 0
+    rejected: dict[str, int] = field(default_factory=dict)
+
+
+def parse_lines(data: bytes, stats: LineStats, *, source: str = SOURCE) -> list[Normalized]:
+    """Records of every complete line in ``data`` (the caller cut it at a newline)."""
+    out: list[Normalized] = []
+    if data.endswith(b"\n"):
+        data = data[:-1]
+    if not data:
+        return out
+    for raw in data.split(b"\n"):
+        line = raw.strip()
+        stats.lines += 1
+        if not line:
+            stats.blank += 1
+            continue
+        if _USAGE not in line:
+            if line[:1] == b"{" and line[-1:] == b"}":
+                stats.skipped += 1
+                continue
+            reason = (
+                "not_an_object"
+                if line[:1] in (b"[", b'"') or line[:1].isdigit()
+                else ("invalid_json")
+            )
+            out.append(Rejected(reason, "line is not a JSON object"))
+            continue
+        record = normalize_line(line, source)
+        if isinstance(record, Ignored):
+            stats.skipped += 1
+            continue
+        out.append(record)
+    for record in out:
+        if isinstance(record, Rejected):
+            stats.rejected[record.reason] = stats.rejected.get(record.reason, 0) + 1
+    return out
+
+
+def complete_part(data: bytes) -> bytes:
+    """``data`` up to and including its last newline (a torn tail is left for later)."""
+    cut = data.rfind(b"\n")
+    return data[: cut + 1] if cut >= 0 else b""

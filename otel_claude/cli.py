@@ -97,9 +97,19 @@ def _parser() -> argparse.ArgumentParser:
     )
     backfill.set_defaults(handler=_backfill)
 
-    report = commands.add_parser("report", help="print the counted totals from the ledger")
+    report = commands.add_parser(
+        "report", help="scan the Claude Code transcript history and print usage and cost"
+    )
     common(report)
     report.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    report.add_argument("--by", choices=("day", "month"), default="day")
+    report.add_argument("--since", help="only usage from this time (RFC 3339 or YYYY-MM-DD)")
+    report.add_argument("--until", help="only usage before this time")
+    report.add_argument(
+        "--state",
+        action="store_true",
+        help="instead, print what the exporter's ledger counted (all sources)",
+    )
     report.set_defaults(handler=_report)
 
     check = commands.add_parser("check", help="validate configuration; exit 1 on any problem")
@@ -411,6 +421,32 @@ def _backfill(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _report(settings: Settings, args: argparse.Namespace) -> int:
+    if args.state:
+        return _report_state(settings, args)
+    from otel_claude.backfill import parse_day_or_time
+    from otel_claude.report import render_table, scan_history, summarize
+
+    try:
+        since = parse_day_or_time(args.since) if args.since else None
+        until = parse_day_or_time(args.until) if args.until else None
+    except ValueError as exc:
+        raise OtelClaudeError(f"--since/--until: {exc}") from None
+    roots = [r for r in settings.transcript_roots if r.is_dir()]
+    if not roots:
+        raise OtelClaudeError(
+            "CLAUDE_CONFIG_DIR: no projects/ directory found in "
+            + ", ".join(str(r) for r in settings.transcript_roots)
+        )
+    prices = load_price_table(settings.prices_file, settings.price_overrides or None)
+    summary = summarize(scan_history(roots, since=since, until=until), prices, by=args.by)
+    if args.json:
+        sys.stdout.write(json.dumps(summary) + "\n")
+    else:
+        print(render_table(summary))
+    return 0
+
+
+def _report_state(settings: Settings, args: argparse.Namespace) -> int:
     if not settings.ledger_path.exists():
         raise OtelClaudeError(f"no ledger at {settings.ledger_path}: nothing counted yet")
     ledger = _open_ledger(settings, read_only=True)  # a running server may hold the lock

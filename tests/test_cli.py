@@ -131,19 +131,19 @@ def test_ingest_file_then_report(tmp_path: Path) -> None:
     assert Counter(r["reason"] for r in summary["rejected"]) == truth.rejected
     second = run("ingest", "-", *state, stdin=b"\n".join(lines))
     assert json.loads(second.stdout)["duplicates"] == truth.usage_lines
-    report = run("report", "--json", *state)
+    report = run("report", "--state", "--json", *state)
     assert report.returncode == 0, report.stderr
     got: Counter[tuple[str, str]] = Counter()
     for row in json.loads(report.stdout):
         for token_type, value in row["tokens"].items():
             got[(row["model"], token_type)] += value
     assert +got == +truth.tokens
-    table = run("report", *state)
+    table = run("report", "--state", *state)
     assert table.returncode == 0 and "claude-sonnet-4-5" in table.stdout
 
 
 def test_report_without_ledger(tmp_path: Path) -> None:
-    proc = run("report", "--state-dir", str(tmp_path / "empty"))
+    proc = run("report", "--state", "--state-dir", str(tmp_path / "empty"))
     assert proc.returncode == 1 and "nothing counted yet" in proc.stderr
 
 

@@ -70,6 +70,7 @@ def test_local_ingest_refuses_a_state_dir_in_use(tmp_path: Path) -> None:
                 "-m",
                 "otel_claude",
                 "report",
+                "--state",
                 "--json",
                 "--state-dir",
                 str(exporter.state_dir),

@@ -183,6 +183,12 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
                     target=app.poller.run, args=(stop,), name="admin-poller", daemon=True
                 )
             )
+        if app.tailer is not None:
+            threads.append(
+                threading.Thread(
+                    target=app.tailer.run, args=(stop,), name="transcripts", daemon=True
+                )
+            )
         for thread in threads:
             thread.start()
         log.info(
@@ -194,6 +200,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
                     "otlp": app.meter_provider is not None,
                     "ingest_token": settings.ingest_token is not None,
                     "admin_api": [r.name for r in app.reports],
+                    "transcripts": [str(p) for p in app.tailer.roots] if app.tailer else "off",
                     "version": __version__,
                 }
             },

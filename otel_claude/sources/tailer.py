@@ -65,7 +65,7 @@ class TranscriptTailer:
     def __init__(
         self,
         ledger: Ledger,
-        roots: Sequence[Path],
+        roots: Sequence[Path | str],
         *,
         health: SourceHealth | None = None,
         batch_records: int = 20_000,
@@ -74,7 +74,7 @@ class TranscriptTailer:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._ledger = ledger
-        self.roots = list(roots)
+        self.roots = [Path(r) for r in roots]
         self._health = health
         self._batch = batch_records
         self._poll = poll_s

@@ -1,0 +1,386 @@
+"""Transcripts: discovery, exact counting with every trap, live tailing, crash safety, report."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+from otel_claude.ledger import TOKENS, Ledger
+from otel_claude.records import StepRecord
+from otel_claude.sources.tailer import TranscriptTailer
+from otel_claude.sources.transcripts import projects_dirs
+from tests.procs import running_exporter
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def assistant(
+    mid: str,
+    *,
+    inp: int = 3,
+    out: int = 10,
+    read: int = 0,
+    c5: int = 0,
+    c1: int = 0,
+    model: str = "claude-sonnet-4-5-20250929",
+    session: str = "s1",
+    ts: str = "2026-11-01T10:00:00.000Z",
+    request: str | None = None,
+    sidechain: bool = False,
+    **extra: object,
+) -> bytes:
+    doc = {
+        "parentUuid": None,
+        "isSidechain": sidechain,
+        "userType": "external",
+        "cwd": "/w",
+        "sessionId": session,
+        "version": "2.1.114",
+        "message": {
+            "id": mid,
+            "type": "message",
+            "role": "assistant",
+            "model": model,
+            "content": [{"type": "text", "text": "ok"}],
+            "stop_reason": None,
+            "usage": {
+                "input_tokens": inp,
+                "cache_creation_input_tokens": c5 + c1,
+                "cache_read_input_tokens": read,
+                "cache_creation": {
+                    "ephemeral_5m_input_tokens": c5,
+                    "ephemeral_1h_input_tokens": c1,
+                },
+                "output_tokens": out,
+                "service_tier": "standard",
+            },
+        },
+        "requestId": request or f"req_{mid}",
+        "type": "assistant",
+        "uuid": f"u-{mid}-{out}",
+        "timestamp": ts,
+        **extra,
+    }
+    return json.dumps(doc, separators=(",", ":")).encode()
+
+
+def user(text: str = "hi", session: str = "s1") -> bytes:
+    return json.dumps(
+        {
+            "type": "user",
+            "sessionId": session,
+            "message": {"role": "user", "content": text},
+            "uuid": "u",
+            "timestamp": "2026-11-01T09:59:00Z",
+        },
+        separators=(",", ":"),
+    ).encode()
+
+
+def tokens(ledger: Ledger) -> dict[tuple[str, str], int]:
+    out: Counter[tuple[str, str]] = Counter()
+    for (family, labels), value in ledger.snapshot().items():
+        if family == TOKENS and value:
+            out[(labels[0], labels[1])] += value
+    return dict(out)
+
+
+def project(root: Path, name: str = "-w-acme") -> Path:
+    path = root / "projects" / name
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def test_discovery(tmp_path: Path) -> None:
+    a, b = tmp_path / "a", tmp_path / "b" / "projects"
+    assert projects_dirs({"CLAUDE_CONFIG_DIR": f"{a}, {b}"}) == [a / "projects", b]
+    assert projects_dirs({}, home=tmp_path) == [
+        tmp_path / ".claude" / "projects",
+        tmp_path / ".config" / "claude" / "projects",
+    ]
+
+
+def test_every_trap_counts_exactly(make_ledger: Callable[..., Ledger], tmp_path: Path) -> None:
+    proj = project(tmp_path)
+    (proj / "s1.jsonl").write_bytes(
+        b"\n".join(
+            [
+                user(),
+                assistant("m1", out=1, read=100, c5=40),  # streaming: partial output
+                assistant("m1", out=50, read=100, c5=40),  # same id, final output
+                b"",  # blank
+                b"not json at all",  # garbage
+                b"[1,2]",  # not an object
+                assistant("syn", model="<synthetic>", inp=999, out=999),
+                assistant("err", inp=777, out=777, isApiErrorMessage=True),
+                assistant("m2", inp=5, out=7, c1=300),  # 1h cache write
+            ]
+        )
+        + b"\n"
+    )
+    # A resumed session copies old lines into a new file; a sidechain replays m2 under a
+    # new request id; a subagent file adds its own step; CRLF line endings.
+    sub = proj / "s2" / "subagents"
+    sub.mkdir(parents=True)
+    (proj / "s2.jsonl").write_bytes(
+        b"\r\n".join(
+            [
+                assistant("m1", out=50, read=100, c5=40),
+                assistant("m2", inp=5, out=7, c1=300, request="req_other", sidechain=True),
+                assistant("m3", inp=1, out=2, model="claude-haiku-4-5-20251001", session="s2"),
+            ]
+        )
+        + b"\r\n"
+    )
+    (sub / "agent-a1.jsonl").write_bytes(
+        assistant("m4", inp=11, out=13, model="claude-haiku-4-5-20251001", session="s2")
+        + b"\n"
+        + b'{"type":"assistant","message":{"id":"msg_bad\xff","model":"x","usage":{}}}\n'
+        + assistant("m5", inp=1000, out=1000)[:60]
+    )  # torn: still being written
+    ledger = make_ledger()
+    tailer = TranscriptTailer(ledger, [tmp_path / "projects"])
+    tailer.scan()
+    sonnet, haiku = "claude-sonnet-4-5", "claude-haiku-4-5"
+    assert tokens(ledger) == {
+        (sonnet, "input"): 3 + 5,
+        (sonnet, "output"): 50 + 7,
+        (sonnet, "cache_read"): 100,
+        (sonnet, "cache_creation_5m"): 40,
+        (sonnet, "cache_creation_1h"): 300,
+        (haiku, "input"): 1 + 11,
+        (haiku, "output"): 2 + 13,
+    }
+    assert tailer.stats.rejected == {"invalid_json": 1, "not_an_object": 1, "invalid_utf8": 1}
+    # The torn line completes: counted once, and nothing else twice.
+    with (sub / "agent-a1.jsonl").open("ab") as f:
+        f.write(assistant("m5", inp=1000, out=1000)[60:] + b"\n")
+    tailer.scan()
+    assert tokens(ledger)[(sonnet, "input")] == 8 + 1000
+    assert tokens(ledger)[(sonnet, "output")] == 57 + 1000
+
+
+def test_sdk_and_transcript_see_one_step_once(
+    make_ledger: Callable[..., Ledger], tmp_path: Path
+) -> None:
+    ledger = make_ledger()
+    ledger.apply(
+        [
+            StepRecord(
+                message_id="m1",
+                session_id="s1",
+                model="claude-sonnet-4-5",
+                source="sdk",
+                input=3,
+                output=50,
+            )
+        ],
+        source="sdk",
+    )
+    (project(tmp_path) / "s1.jsonl").write_bytes(assistant("m1", out=50) + b"\n")
+    TranscriptTailer(ledger, [tmp_path / "projects"]).scan()
+    assert tokens(ledger) == {
+        ("claude-sonnet-4-5", "input"): 3,
+        ("claude-sonnet-4-5", "output"): 50,
+    }
+
+
+def test_truncate_replace_delete(make_ledger: Callable[..., Ledger], tmp_path: Path) -> None:
+    proj = project(tmp_path)
+    path = proj / "s1.jsonl"
+    path.write_bytes(assistant("m1", out=10) + b"\n" + assistant("m2", out=20) + b"\n")
+    ledger = make_ledger()
+    tailer = TranscriptTailer(ledger, [tmp_path / "projects"])
+    tailer.scan()
+    path.write_bytes(assistant("m3", out=30) + b"\n")  # truncated and rewritten (same inode)
+    tailer.scan()
+    replacement = proj / "s1.tmp"
+    replacement.write_bytes(assistant("m1", out=10) + b"\n" + assistant("m4", out=40) + b"\n")
+    os.replace(replacement, path)  # replaced: new inode, resumed copy of m1 plus m4
+    tailer.scan()
+    assert tokens(ledger)[("claude-sonnet-4-5", "output")] == 10 + 20 + 30 + 40
+    path.unlink()
+    tailer.scan()
+    assert ledger.cursors("transcript:") == {}
+
+
+def test_restart_resumes_from_committed_positions(
+    make_ledger: Callable[..., Ledger], tmp_path: Path
+) -> None:
+    path = project(tmp_path) / "s1.jsonl"
+    path.write_bytes(assistant("m1", out=10) + b"\n")
+    first = make_ledger()
+    TranscriptTailer(first, [tmp_path / "projects"]).scan()
+    first.close()
+    with path.open("ab") as f:
+        f.write(assistant("m2", out=20) + b"\n")
+    again = make_ledger()
+    tailer = TranscriptTailer(again, [tmp_path / "projects"])
+    tailer.scan()
+    assert tokens(again)[("claude-sonnet-4-5", "output")] == 30
+    assert tailer.stats.lines == 1  # only the new line was read
+
+
+CRASH = textwrap.dedent("""
+    import os, signal, sys
+    sys.path.insert(0, {root!r})
+    from otel_claude.ledger import Ledger
+    from otel_claude.pricing import load_price_table
+    from otel_claude.sources.tailer import TranscriptTailer
+    commits = []
+    def maybe_die():
+        commits.append(1)
+        if len(commits) == 3:
+            os.kill(os.getpid(), signal.SIGKILL)
+    ledger = Ledger({db!r}, prices=load_price_table(), before_commit=maybe_die)
+    TranscriptTailer(ledger, [{root_dir!r}], batch_records=7).scan()
+""")
+
+
+def test_kill_9_mid_scan_neither_loses_nor_repeats(
+    make_ledger: Callable[..., Ledger], tmp_path: Path
+) -> None:
+    proj = project(tmp_path)
+    expected_out = 0
+    for f in range(4):
+        lines = []
+        for i in range(10):
+            mid = f"m{f}-{i}"
+            lines += [assistant(mid, out=1), assistant(mid, out=i + 1)]
+            expected_out += i + 1
+        (proj / f"s{f}.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+    db = tmp_path / "ledger.sqlite3"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            CRASH.format(root=str(ROOT), db=str(db), root_dir=str(tmp_path / "projects")),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    ledger = make_ledger()
+    partial = tokens(ledger).get(("claude-sonnet-4-5", "output"), 0)
+    assert 0 < partial < expected_out  # two batches were committed before the kill
+    TranscriptTailer(ledger, [tmp_path / "projects"]).scan()
+    assert tokens(ledger)[("claude-sonnet-4-5", "output")] == expected_out
+    assert tokens(ledger)[("claude-sonnet-4-5", "input")] == 3 * 40
+
+
+def _metric(url: str, name: str) -> float:
+    total = 0.0
+    for family in text_string_to_metric_families(httpx.get(f"{url}/metrics").text):
+        for sample in family.samples:
+            if sample.name == name:
+                total += sample.value
+    return total
+
+
+def test_serve_tails_live(tmp_path: Path) -> None:
+    config = tmp_path / "claude"
+    path = project(config) / "s1.jsonl"
+    path.write_bytes(assistant("m1", out=10) + b"\n")
+    env = {"CLAUDE_CONFIG_DIR": str(config), "OTEL_CLAUDE_TRANSCRIPTS": "on"}
+    with running_exporter(tmp_path, env) as exporter:
+        assert _metric(exporter.url, "claude_agent_tokens_total") == 13  # initial scan, ready
+        with path.open("ab") as f:
+            f.write(assistant("m2", out=20)[:50])  # torn: not counted yet
+        time.sleep(0.5)
+        with path.open("ab") as f:
+            f.write(assistant("m2", out=20)[50:] + b"\n")
+        deadline = time.monotonic() + 10
+        while _metric(exporter.url, "claude_agent_tokens_total") < 36:
+            assert time.monotonic() < deadline, "appended line never showed up"
+            time.sleep(0.1)
+        assert _metric(exporter.url, "claude_agent_tokens_total") == 36
+        text = httpx.get(f"{exporter.url}/metrics").text
+        assert (
+            'source="transcript"' in text
+            and 'otel_claude_source_up{source="transcripts"} 1.0' in text
+        )
+
+
+def test_report_json_and_table(tmp_path: Path) -> None:
+    proj = project(tmp_path)
+    (proj / "a.jsonl").write_bytes(
+        b"\n".join(
+            [
+                assistant(
+                    "m1", inp=1000, out=2000, read=10_000, c5=4000, ts="2026-10-30T23:00:00Z"
+                ),
+                assistant(
+                    "m2",
+                    inp=100,
+                    out=200,
+                    c1=1000,
+                    model="claude-opus-4-6",
+                    ts="2026-10-31T01:00:00Z",
+                ),
+                assistant(
+                    "m3", inp=7, out=9, model="claude-future-9-20270101", ts="2026-11-01T01:00:00Z"
+                ),
+            ]
+        )
+        + b"\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "CLAUDE_"))}
+    env["CLAUDE_CONFIG_DIR"] = str(tmp_path)
+    run = subprocess.run(
+        [sys.executable, "-m", "otel_claude", "report", "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    doc = json.loads(run.stdout)
+    sonnet = doc["models"]["claude-sonnet-4-5"]
+    assert {
+        k: sonnet[k]
+        for k in ("input", "output", "cache_read", "cache_creation_5m", "cache_creation_1h")
+    } == {
+        "input": 1000,
+        "output": 2000,
+        "cache_read": 10_000,
+        "cache_creation_5m": 4000,
+        "cache_creation_1h": 0,
+    }
+    # $3 x 1000 + $15 x 2000 + $0.30 x 10,000 + $3.75 x 4000 per million tokens
+    assert sonnet["cost_usd"] == 0.051
+    assert doc["models"]["claude-opus-4-6"]["cost_usd"] == 0.0155  # 5x100 + 25x200 + 10x1000
+    assert doc["unpriced_models"] == ["claude-future-9"]
+    assert doc["totals"]["output"] == 2209
+    assert sorted(doc["days"]) == ["2026-10-30", "2026-10-31", "2026-11-01"]
+    assert doc["days"]["2026-10-31"]["models"]["claude-opus-4-6"]["cache_creation_1h"] == 1000
+    since = subprocess.run(
+        [sys.executable, "-m", "otel_claude", "report", "--json", "--since", "2026-10-31"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert json.loads(since.stdout)["totals"]["output"] == 209
+    table = subprocess.run(
+        [sys.executable, "-m", "otel_claude", "report", "--by", "month"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert "2026-10" in table.stdout and "claude-opus-4-6" in table.stdout
+    assert "no price for: claude-future-9" in table.stdout

@@ -16,14 +16,15 @@ from __future__ import annotations
 import sys
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TextIO
 
 from otel_claude.admin.claude_code import ClaudeCodeReport
 from otel_claude.admin.cost import CostReport
-from otel_claude.admin.usage import MAX_LIMIT, UsageReport, floor_time, parse_time
+from otel_claude.admin.usage import MAX_LIMIT, UsageReport, floor_time
 from otel_claude.exposition.families import Family, family_series
 from otel_claude.ledger import BucketValue
+from otel_claude.timeutil import parse_time
 
 HOUR = timedelta(hours=1)
 DAY = timedelta(days=1)
@@ -172,11 +173,3 @@ def _number(family: Family, raw: int) -> str:
 
 def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
-def parse_day_or_time(value: str) -> datetime:
-    """Accept RFC 3339 or a plain date (midnight UTC)."""
-    if len(value) == 10:
-        d = date.fromisoformat(value)
-        return datetime(d.year, d.month, d.day, tzinfo=UTC)
-    return parse_time(value)

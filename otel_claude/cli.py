@@ -325,14 +325,9 @@ def _backfill(settings: Settings, args: argparse.Namespace) -> int:
     from otel_claude.admin.client import AdminClient
     from otel_claude.admin.cost import CostReport
     from otel_claude.admin.usage import UsageReport
-    from otel_claude.backfill import (
-        Progress,
-        collect,
-        estimate_requests,
-        parse_day_or_time,
-        write_openmetrics,
-    )
+    from otel_claude.backfill import Progress, collect, estimate_requests, write_openmetrics
     from otel_claude.exposition.families import admin_families
+    from otel_claude.timeutil import parse_day_or_time
 
     if not settings.admin_api_key:
         raise OtelClaudeError("ANTHROPIC_ADMIN_API_KEY: backfill needs an Admin API key")
@@ -430,8 +425,8 @@ def _backfill(settings: Settings, args: argparse.Namespace) -> int:
 def _report(settings: Settings, args: argparse.Namespace) -> int:
     if args.state:
         return _report_state(settings, args)
-    from otel_claude.backfill import parse_day_or_time
     from otel_claude.report import render_table, scan_history, summarize
+    from otel_claude.timeutil import parse_day_or_time
 
     try:
         since = parse_day_or_time(args.since) if args.since else None

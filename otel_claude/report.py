@@ -9,6 +9,7 @@ reading them and single steps by timestamp.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 from collections import defaultdict
 from collections.abc import Iterable
@@ -45,16 +46,76 @@ class History:
 
 
 def scan_history(
-    roots: Iterable[Path], *, since: datetime | None = None, until: datetime | None = None
+    roots: Iterable[Path],
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    workers: int | None = None,
 ) -> History:
-    """Read every transcript below ``roots`` once, keeping one step per message id."""
-    history = History()
+    """Read every transcript below ``roots`` once, keeping one step per message id.
+
+    Files are shared out to ``workers`` processes (default: one per CPU) by size; each
+    deduplicates its own files and the parent merges with the same max rule, which is
+    order-independent, so the result does not depend on how files were split.
+    """
     lo = since.timestamp() if since else None
     hi = until.timestamp() if until else None
+    files: list[tuple[int, Path]] = []
     for path in transcript_files(list(roots)):
         try:
-            if lo is not None and os.stat(path).st_mtime < lo:
-                continue  # not written since `since`: every line in it is older
+            st = os.stat(path)
+        except OSError:
+            continue
+        if lo is not None and st.st_mtime < lo:
+            continue  # not written since `since`: every line in it is older
+        files.append((st.st_size, path))
+    count = max(1, min(workers or os.cpu_count() or 1, len(files)))
+    if count == 1 or sum(size for size, _ in files) < _PARALLEL_BYTES:
+        return _scan_files([p for _, p in files], lo, hi)
+    groups: list[list[Path]] = [[] for _ in range(count)]
+    loads = [0] * count
+    for size, path in sorted(files, key=lambda f: -f[0]):
+        i = loads.index(min(loads))
+        groups[i].append(path)
+        loads[i] += size
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(count) as pool:
+        parts = pool.starmap(_scan_files, [(g, lo, hi) for g in groups])
+    merged = parts[0]
+    for part in parts[1:]:
+        merged.files += part.files
+        merged.stats.lines += part.stats.lines
+        merged.stats.skipped += part.stats.skipped
+        merged.stats.blank += part.stats.blank
+        for reason, n in part.stats.rejected.items():
+            merged.stats.rejected[reason] = merged.stats.rejected.get(reason, 0) + n
+        for mid, step in part.steps.items():
+            _merge(merged.steps, mid, step)
+    return merged
+
+
+_PARALLEL_BYTES = 64 << 20  # below this, forking costs more than it saves
+
+
+def _merge(steps: dict[str, _Step], mid: str, step: _Step) -> None:
+    known = steps.get(mid)
+    if known is None:
+        steps[mid] = step
+        return
+    known.values = [max(a, b) for a, b in zip(known.values, step.values, strict=True)]
+    if known.timestamp is None or (step.timestamp is not None
+                                   and step.timestamp < known.timestamp):
+        known.timestamp = step.timestamp
+    known.batch |= step.batch
+    known.geo_us |= step.geo_us
+    known.fast |= step.fast
+
+
+def _scan_files(paths: list[Path], lo: float | None, hi: float | None) -> History:
+    history = History()
+    steps = history.steps
+    for path in paths:
+        try:
             data = path.read_bytes()
         except OSError:
             continue
@@ -65,16 +126,8 @@ def scan_history(
             ts = record.timestamp
             if ts is not None and ((lo is not None and ts < lo) or (hi is not None and ts >= hi)):
                 continue
-            known = history.steps.get(record.message_id)
-            values = list(record.fields())
-            if known is None:
-                history.steps[record.message_id] = _Step(
-                    record.model, values, ts, record.batch, record.geo_us, record.fast
-                )
-            else:
-                known.values = [max(a, b) for a, b in zip(known.values, values, strict=True)]
-                if known.timestamp is None or (ts is not None and ts < known.timestamp):
-                    known.timestamp = ts
+            _merge(steps, record.message_id, _Step(record.model, list(record.fields()), ts,
+                                                   record.batch, record.geo_us, record.fast))
     return history
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import heapq
 import json
+import math
 import random
 import re
 import time
@@ -111,6 +112,7 @@ class HistoryTruth:
     # Usage carried by lines that must not count, per (trap kind, token_type): explains a
     # peer tool's difference (e.g. one that counts API error lines).
     trap_tokens: Counter[tuple[str, str]] = field(default_factory=Counter)
+    trap_token_lines: Counter[str] = field(default_factory=Counter)  # lines behind trap_tokens
     generation_seconds: float = 0.0
 
     @property
@@ -156,7 +158,7 @@ _PROSE = (
     "Let me check how the cache key is built before changing anything.",
     "This matches the stack trace: the cursor is read before the lock is taken.",
     "Je vérifie d'abord la configuration — le fichier a été modifié récemment.",
-    "注意：缓存键在会话之间共享，这可能导致重复计数。",
+    "注意\uff1a缓存键在会话之间共享\uff0c这可能导致重复计数。",
     "Die Überprüfung ist fehlgeschlagen, weil der Zeitstempel in lokaler Zeit ist.",
     "Done: all 214 tests pass and the linter is clean \u2705",
     'The function returns "None" when the path does not exist; callers assume a list.',
@@ -202,12 +204,12 @@ def _text_pool(rng: random.Random, chars: int) -> str:
                 (
                     f"def {a}_{b}(self, {b}: dict[str, int]) -> int:",
                     f'{a} = {b}.get("{a}", 0) + len({b}_list)',
-                    f"if not {a}:\n{indent}    raise ValueError(f\"bad {b}: {{{a}!r}}\")",
+                    f'if not {a}:\n{indent}    raise ValueError(f"bad {b}: {{{a}!r}}")',
                     f"return {{k: v for k, v in {a}.items() if v is not None}}",
                     f"const {a}{b.title()} = await fetch(`/api/v1/{a}/${{id}}`);",
                     f'path = "C:\\\\Users\\\\dev\\\\{a}\\\\{b}.py"',
                     f"# TODO(dev): {a} must not be reset when {b} changes",
-                    f"\tfmt.Fprintf(w, \"%s\\t%d\\n\", {a}, {b})",
+                    f'\tfmt.Fprintf(w, "%s\\t%d\\n", {a}, {b})',
                 )
             )
             line = f"{number:>6}\u2192{indent}{code}"
@@ -325,7 +327,8 @@ class _Generator:
         return time.strftime("%Y-%m-%d", time.gmtime(ms // 1000))
 
     def _text(self, low: int, high: int) -> str:
-        n = self.rng.randint(low, high)
+        """A slice of tool output, its length log-uniform in [low, high] characters."""
+        n = int(math.exp(self.rng.uniform(math.log(low), math.log(high))))
         at = self.rng.randrange(len(self.pool) - n)
         return self.pool[at : at + n]
 
@@ -346,7 +349,6 @@ class _Generator:
         for name in rng.sample(names, rng.randint(5, min(20, len(names)))):
             cwd = f"{rng.choice(homes)}/{name}"
             path = self.root / "projects" / project_dir_name(cwd)
-            path.mkdir(parents=True, exist_ok=True)
             branch = rng.choice(("main", "main", "master", "feature/usage-export", "fix/retry", ""))
             out.append(_Project(cwd, path, branch))
         return out
@@ -454,7 +456,7 @@ class _Generator:
         }
         self._add(th.file, _encode(doc).encode())
 
-    def _usage(self, th: _Thread, model: str) -> tuple[int, int, int, int, int]:
+    def _usage(self, th: _Thread, model: str) -> tuple[int, int, int, int]:
         """Input, cache read, 5m and 1h writes of the next call; updates the context."""
         rng = self.rng
         if th.context == 0:  # session start or after compaction: system prompt + summary
@@ -584,6 +586,8 @@ class _Generator:
         day = self._day(stamps[0])
         self.records[mid] = [normalize_model(model), day, inp, out, read, c5, c1]
         self.truth.assistant_lines += len(parts)
+        if len(parts) > 1:
+            self.truth.traps["streaming_duplicates"] += 1
         th.messages.append((mid, day, message))
         th.fresh += out
         return blocks
@@ -654,13 +658,14 @@ class _Generator:
         agent = f"{rng.getrandbits(28):07x}"
         path = project.path / th.env["sessionId"] / "subagents" / f"agent-{agent}.jsonl"
         env = {
-            **{k: th.env[k] for k in th.env},
+            **th.env,
             "isSidechain": True,
             "agentId": agent,
             "slug": "-".join(rng.sample(_IDENT, 3)),
         }
         model = HAIKU if rng.random() < 0.7 else th.model
-        sub = self._thread(_File(path, crlf=th.file.crlf), env, model, "5m", th.t)
+        cache = "unsplit" if th.cache == "unsplit" else "5m"
+        sub = self._thread(_File(path, crlf=th.file.crlf), env, model, cache, th.t)
         self._user(sub, tool["input"].get("prompt", "continue"))
         if replay:
             self._replay(sub, th)
@@ -711,8 +716,10 @@ class _Generator:
         else:
             project = rng.choice(self.projects)
         old = due["unsplit"] > 0 or rng.random() < 0.03
-        version = rng.choice(("1.0.98", "1.0.113")) if old else rng.choice(
-            ("2.0.14", "2.0.25", "2.0.37", "2.1.29", "2.1.63", "2.1.114")
+        version = (
+            rng.choice(("1.0.98", "1.0.113"))
+            if old
+            else rng.choice(("2.0.14", "2.0.25", "2.0.37", "2.1.29", "2.1.63", "2.1.114"))
         )
         env = {
             "isSidechain": False,
@@ -756,7 +763,7 @@ class _Generator:
             for _ in range(due[k])
         ]
         unpriced = 2 * due["unpriced"]
-        turns = min(60, int(rng.lognormvariate(1.6, 0.9)) + 1)
+        turns = min(60, int(rng.lognormvariate(1.0, 0.9)) + 1)
         for turn in range(turns):
             if rng.random() < 0.5:
                 self._snapshot(th)
@@ -764,7 +771,7 @@ class _Generator:
             self._user(th, rng.choice(_PROMPTS))
             th.fresh += rng.randint(10, 300)
             for step in range(rng.randint(1, 14)):
-                final = step > 0 and rng.random() < 0.18
+                final = step > 0 and rng.random() < 0.25
                 step_model = th.model
                 if unpriced and rng.random() < 0.5:
                     step_model, unpriced = UNPRICED, unpriced - 1
@@ -775,9 +782,13 @@ class _Generator:
                 for tool in tools:
                     if tool["name"] == "Task" and "replay_subagent" in line_traps:
                         line_traps.remove("replay_subagent")
+                        self.truth.traps["replay_subagent"] += 1
                         text, extra = self._subagent(th, project, tool, replay=True)
-                        content = [{"tool_use_id": tool["id"], "type": "tool_result", "content": text}]
+                        content = [
+                            {"tool_use_id": tool["id"], "type": "tool_result", "content": text}
+                        ]
                         self._user(th, content, {"toolUseResult": extra})
+                        th.fresh += len(text) // 4 + 20
                     else:
                         self._tool_result(th, tool, project)
                 if th.context + th.fresh > COMPACT_AT:
@@ -786,7 +797,7 @@ class _Generator:
                 if not tools or self.size >= self.target:
                     break
             if rng.random() < 0.3:
-                self._system(th, "stop_hook_summary", "Stop [scripts/check.sh] completed successfully")
+                self._system(th, "stop_hook_summary", "Stop [scripts/check.sh] completed")
             if line_traps and (rng.random() < 0.3 or turn == turns - 1):
                 self._plant(th, project, line_traps.pop(rng.randrange(len(line_traps))))
             if self.size >= self.target:
@@ -838,6 +849,7 @@ class _Generator:
         return doc, mid
 
     def _trap_tokens(self, kind: str, usage: dict[str, Any]) -> None:
+        self.truth.trap_token_lines[kind] += 1
         split = usage["cache_creation"]
         for token_type, n in (
             ("input", usage["input_tokens"]),
@@ -935,7 +947,7 @@ class _Generator:
             if session_due["resume"] and self.last_session is None:
                 pending["resume"] = session_due.pop("resume")  # nothing to resume yet
             self._session(session_due)
-            pending.update(+session_due)  # a resume that could not happen moves on
+            pending["resume"] += session_due["resume"]  # more resumes than sessions
         self._finish()
         self.truth.generation_seconds = time.perf_counter() - started
         return self.truth

@@ -16,9 +16,10 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 
 from otel_claude.admin.client import AdminClient
-from otel_claude.admin.usage import floor_time, iso, parse_time
+from otel_claude.admin.usage import floor_time, iso
 from otel_claude.ledger import BucketValue, Ledger
 from otel_claude.pricing import normalize_model_id
+from otel_claude.timeutil import parse_time
 
 log = logging.getLogger(__name__)
 

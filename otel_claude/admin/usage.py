@@ -16,6 +16,7 @@ from typing import Any
 from otel_claude.admin.client import AdminClient
 from otel_claude.ledger import BucketValue, Ledger
 from otel_claude.pricing import normalize_model_id
+from otel_claude.timeutil import parse_time
 
 log = logging.getLogger(__name__)
 
@@ -80,16 +81,6 @@ def floor_time(t: datetime, width: str) -> datetime:
 def iso(t: datetime) -> str:
     """RFC 3339 in UTC with a Z suffix, the form the API uses."""
     return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_time(value: object) -> datetime:
-    """Parse an RFC 3339 string from the API; ``ValueError`` when it is not one."""
-    if not isinstance(value, str):
-        raise ValueError("not a timestamp")
-    t = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    if t.tzinfo is None:
-        raise ValueError("timestamp without offset")
-    return t.astimezone(UTC)
 
 
 def field_int(item: Mapping[str, Any], path: Sequence[str]) -> int:

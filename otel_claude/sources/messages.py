@@ -81,6 +81,8 @@ _SDK_NO_USAGE_CLASSES = frozenset(
 )
 
 _PICO = Decimal(10) ** 12
+# ``dict`` first: an exact-type hit skips the slow ABC check on the hot path.
+_MAPPING = (dict, Mapping)
 
 
 class _Bad(Exception):
@@ -95,7 +97,7 @@ class _Bad(Exception):
 def normalize(message: object, source: str) -> Normalized:
     """Turn one SDK message object or JSON dict into a record, ``Ignored`` or ``Rejected``."""
     try:
-        if isinstance(message, Mapping):
+        if isinstance(message, _MAPPING):
             return _from_json(message, source)
         kind = type(message).__name__
         if kind == "AssistantMessage":
@@ -104,7 +106,7 @@ def normalize(message: object, source: str) -> Normalized:
             return _from_sdk_result(message, source)
         if kind == "SystemMessage" and getattr(message, "subtype", None) == "init":
             data = getattr(message, "data", None)
-            if isinstance(data, Mapping):
+            if isinstance(data, _MAPPING):
                 return _call_start(data.get("session_id"), data.get("uuid"))
         if kind in _SDK_NO_USAGE_CLASSES:
             return Ignored(kind)
@@ -135,7 +137,7 @@ def _from_json(data: Mapping[str, Any], source: str) -> Normalized:
         raise _Bad("missing_type", "message has no string 'type'")
     if kind == "assistant":
         message = data.get("message")
-        if not isinstance(message, Mapping):
+        if not isinstance(message, _MAPPING):
             raise _Bad("invalid_message", "assistant line has no 'message' object")
         if data.get("error") or data.get("isApiErrorMessage") is True:
             return Ignored("api_error")
@@ -230,14 +232,14 @@ def _step(
         raise _Bad("missing_message_id", "assistant message has no message id to deduplicate by")
     if len(message_id) > MAX_ID_LENGTH:
         raise _Bad("invalid_field", "message id is too long")
-    if not isinstance(usage, Mapping):
+    if not isinstance(usage, _MAPPING):
         raise _Bad("missing_usage", "assistant message has no usage object")
     inp = _count(usage, "input_tokens", required=True)
     out = _count(usage, "output_tokens", required=True)
     read = _count(usage, "cache_read_input_tokens")
     unsplit = _count(usage, "cache_creation_input_tokens")
     split = usage.get("cache_creation")
-    if isinstance(split, Mapping):
+    if isinstance(split, _MAPPING):
         c5m = _count(split, "ephemeral_5m_input_tokens")
         c1h = _count(split, "ephemeral_1h_input_tokens")
         # A split that sums to less than the unsplit total leaves the rest as 5m writes.
@@ -248,7 +250,7 @@ def _step(
         raise _Bad("invalid_usage", "usage.cache_creation is not an object")
     searches = 0
     server_tools = usage.get("server_tool_use")
-    if isinstance(server_tools, Mapping):
+    if isinstance(server_tools, _MAPPING):
         searches = _count(server_tools, "web_search_requests")
     return StepRecord(
         message_id=message_id,
@@ -293,10 +295,10 @@ def _result(
         key = f"{session}\x1f#{digest}"
     models: dict[str, ModelTotals] = {}
     if model_usage is not None:
-        if not isinstance(model_usage, Mapping):
+        if not isinstance(model_usage, _MAPPING):
             raise _Bad("invalid_usage", "modelUsage is not an object")
         for raw_model, entry in model_usage.items():
-            if not isinstance(entry, Mapping):
+            if not isinstance(entry, _MAPPING):
                 raise _Bad("invalid_usage", "modelUsage entry is not an object")
             name = _model(raw_model)
             totals = ModelTotals(
@@ -348,6 +350,8 @@ def _first(data: Mapping[str, Any], *keys: str) -> object:
 
 def _count(usage: Mapping[str, Any], key: str, *, required: bool = False) -> int:
     value = usage.get(key)
+    if type(value) is int and value >= 0:  # the common case, checked first
+        return value
     if value is None:
         if required:
             raise _Bad("invalid_usage", f"usage.{key} is missing")
@@ -405,7 +409,7 @@ def _timestamp(value: object) -> float | None:
         return float(value)
     if isinstance(value, str) and value:
         try:
-            return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+            return datetime.fromisoformat(value).timestamp()  # 3.11 reads "Z" itself
         except ValueError:
             return None
     return None

@@ -565,7 +565,7 @@ def _verdict(row: Row) -> str:
 def render(env: Mapping[str, Any], rows: Sequence[Row], peer: Row | None, ours: Row) -> str:
     out = [
         f"CPU: {env['cpu']} ({env['cores']} cores available), Python {env['python']}, {env['os']}",
-        f"otel-claude {env['otel_claude']}; ccusage {env['ccusage']}",
+        f"Versions: {env['otel_claude']}; {env['ccusage']}",
         f"History: {env['mb']:.0f} MB, {env['files']:,} files, {env['lines']:,} lines, "
         f"{env['steps']:,} unique API messages over {env['days']} days (seed {env['seed']}); "
         f"generated in {env['gen_s']:.1f} s ({env['mb'] / env['gen_s']:.0f} MB/s)",

@@ -103,6 +103,13 @@ def _parser() -> argparse.ArgumentParser:
     common(report)
     report.add_argument("--json", action="store_true", help="print JSON instead of a table")
     report.add_argument("--by", choices=("day", "month"), default="day")
+    report.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="processes for the scan (helps on machines with idle physical cores)",
+    )
     report.add_argument("--since", help="only usage from this time (RFC 3339 or YYYY-MM-DD)")
     report.add_argument("--until", help="only usage before this time")
     report.add_argument(
@@ -440,7 +447,8 @@ def _report(settings: Settings, args: argparse.Namespace) -> int:
             + ", ".join(str(r) for r in settings.transcript_roots)
         )
     prices = load_price_table(settings.prices_file, settings.price_overrides or None)
-    summary = summarize(scan_history(roots, since=since, until=until), prices, by=args.by)
+    history = scan_history(roots, since=since, until=until, workers=max(1, args.workers))
+    summary = summarize(history, prices, by=args.by)
     if args.json:
         sys.stdout.write(json.dumps(summary) + "\n")
     else:

@@ -50,11 +50,11 @@ def scan_history(
     *,
     since: datetime | None = None,
     until: datetime | None = None,
-    workers: int | None = None,
+    workers: int = 1,
 ) -> History:
     """Read every transcript below ``roots`` once, keeping one step per message id.
 
-    Files are shared out to ``workers`` processes (default: one per CPU) by size; each
+    With ``workers`` > 1 files are shared out to that many processes by size; each
     deduplicates its own files and the parent merges with the same max rule, which is
     order-independent, so the result does not depend on how files were split.
     """
@@ -69,7 +69,7 @@ def scan_history(
         if lo is not None and st.st_mtime < lo:
             continue  # not written since `since`: every line in it is older
         files.append((st.st_size, path))
-    count = max(1, min(workers or os.cpu_count() or 1, len(files)))
+    count = max(1, min(workers, len(files)))
     if count == 1 or sum(size for size, _ in files) < _PARALLEL_BYTES:
         return _scan_files([p for _, p in files], lo, hi)
     groups: list[list[Path]] = [[] for _ in range(count)]
@@ -103,8 +103,7 @@ def _merge(steps: dict[str, _Step], mid: str, step: _Step) -> None:
         steps[mid] = step
         return
     known.values = [max(a, b) for a, b in zip(known.values, step.values, strict=True)]
-    if known.timestamp is None or (step.timestamp is not None
-                                   and step.timestamp < known.timestamp):
+    if known.timestamp is None or (step.timestamp is not None and step.timestamp < known.timestamp):
         known.timestamp = step.timestamp
     known.batch |= step.batch
     known.geo_us |= step.geo_us
@@ -126,8 +125,18 @@ def _scan_files(paths: list[Path], lo: float | None, hi: float | None) -> Histor
             ts = record.timestamp
             if ts is not None and ((lo is not None and ts < lo) or (hi is not None and ts >= hi)):
                 continue
-            _merge(steps, record.message_id, _Step(record.model, list(record.fields()), ts,
-                                                   record.batch, record.geo_us, record.fast))
+            _merge(
+                steps,
+                record.message_id,
+                _Step(
+                    record.model,
+                    list(record.fields()),
+                    ts,
+                    record.batch,
+                    record.geo_us,
+                    record.fast,
+                ),
+            )
     return history
 
 
@@ -142,34 +151,39 @@ def summarize(history: History, prices: PriceTable, *, by: str = "day") -> dict[
         lambda: defaultdict(_empty)
     )
     unpriced: set[str] = set()
-    rates: dict[tuple[str, int, Modifiers], int | None] = {}
+    rates: dict[tuple[str, bool, bool, bool, bool], list[int | None]] = {}
+    labels: dict[int, str] = {}
+    fmt = "%Y-%m-%d" if by == "day" else "%Y-%m"
     web = prices.web_search_picousd_per_request()
     for step in history.steps.values():
         v = step.values
-        mods = Modifiers(
-            batch=step.batch,
-            geo_us=step.geo_us,
-            fast=step.fast,
-            long_context=(v[0] + v[2] + v[3] + v[4]) > LONG_CONTEXT_THRESHOLD
-            and prices.long_context_eligible(step.model),
-        )
+        long_context = (v[0] + v[2] + v[3] + v[4]) > LONG_CONTEXT_THRESHOLD
+        key = (step.model, step.batch, step.geo_us, step.fast, long_context)
+        row_rates = rates.get(key)
+        if row_rates is None:
+            mods = Modifiers(
+                batch=step.batch,
+                geo_us=step.geo_us,
+                fast=step.fast,
+                long_context=long_context and prices.long_context_eligible(step.model),
+            )
+            row_rates = rates[key] = [
+                prices.picousd_per_token(step.model, t, mods) for t in TOKEN_TYPES
+            ]
         cost = v[5] * web
-        for i, token_type in enumerate(TOKEN_TYPES):
-            if not v[i]:
-                continue
-            key = (step.model, i, mods)
-            if key not in rates:
-                rates[key] = prices.picousd_per_token(step.model, token_type, mods)
-            rate = rates[key]
-            if rate is None:
-                unpriced.add(step.model)
-            else:
-                cost += v[i] * rate
+        for i, rate in enumerate(row_rates):
+            if v[i]:
+                if rate is None:
+                    unpriced.add(step.model)
+                else:
+                    cost += v[i] * rate
         if step.timestamp is None:
             period = "unknown"
         else:
-            day = datetime.fromtimestamp(step.timestamp, UTC)
-            period = day.strftime("%Y-%m-%d" if by == "day" else "%Y-%m")
+            day = int(step.timestamp // 86400)
+            period = labels.get(day) or labels.setdefault(
+                day, datetime.fromtimestamp(day * 86400, UTC).strftime(fmt)
+            )
         for bucket in (models[step.model], periods[period][step.model]):
             for i, token_type in enumerate(TOKEN_TYPES):
                 bucket[token_type] += v[i]

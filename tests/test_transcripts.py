@@ -384,3 +384,24 @@ def test_report_json_and_table(tmp_path: Path) -> None:
     )
     assert "2026-10" in table.stdout and "claude-opus-4-6" in table.stdout
     assert "no price for: claude-future-9" in table.stdout
+
+
+def test_parallel_scan_equals_single(tmp_path: Path) -> None:
+    from otel_claude import report
+
+    proj = project(tmp_path)
+    for f in range(6):
+        lines = [user("x" * 5000)]
+        for i in range(30):
+            mid = f"m{i % 17}-{f % 2}"  # the same ids across files: merged by the max rule
+            lines.append(assistant(mid, out=i + f, read=i * 10, c1=f))
+        (proj / f"s{f}.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+    single = report.scan_history([tmp_path / "projects"])
+    report._PARALLEL_BYTES = 0  # type: ignore[attr-defined]
+    try:
+        double = report.scan_history([tmp_path / "projects"], workers=3)
+    finally:
+        report._PARALLEL_BYTES = 64 << 20  # type: ignore[attr-defined]
+    assert {k: (v.values, v.timestamp) for k, v in single.steps.items()} == {
+        k: (v.values, v.timestamp) for k, v in double.steps.items()}
+    assert single.stats.lines == double.stats.lines and single.files == double.files == 6

@@ -252,21 +252,24 @@ def _step(
     server_tools = usage.get("server_tool_use")
     if isinstance(server_tools, _MAPPING):
         searches = _count(server_tools, "web_search_requests")
+    if type(session_id) is not str or len(session_id) > MAX_ID_LENGTH:
+        session_id = _session(session_id, required=False)
+    geo = usage.get("inference_geo")
     return StepRecord(
-        message_id=message_id,
-        session_id=_session(session_id, required=False),
-        model=_model(model),
-        source=source,
-        input=inp,
-        output=out,
-        cache_read=read,
-        cache_5m=c5m,
-        cache_1h=c1h,
-        web_search=searches,
-        batch=usage.get("service_tier") == "batch",
-        geo_us=str(usage.get("inference_geo") or "").lower() == "us",
-        fast=usage.get("speed") == "fast",
-        timestamp=_timestamp(timestamp),
+        message_id,
+        session_id,
+        _model(model),
+        source,
+        inp,
+        out,
+        read,
+        c5m,
+        c1h,
+        searches,
+        usage.get("service_tier") == "batch",
+        geo == "us" or (isinstance(geo, str) and geo.lower() == "us"),
+        usage.get("speed") == "fast",
+        _timestamp(timestamp),
     )
 
 

@@ -10,7 +10,7 @@ results. A final line without its newline is never consumed: it is still being w
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -89,7 +89,7 @@ def parse_lines(data: bytes, stats: LineStats, *, source: str = SOURCE) -> list[
             last -= 1
         if first == last:
             stats.blank += 1
-        elif find(_USAGE, first, last) < 0:
+        elif _is_user_line(find, first, last) or find(_USAGE, first, last) < 0:
             if data[first] == _BRACE and data[last - 1] == _CLOSE:
                 stats.skipped += 1
             else:  # rare: decode it to say exactly what is wrong
@@ -111,6 +111,20 @@ def parse_lines(data: bytes, stats: LineStats, *, source: str = SOURCE) -> list[
     return out
 
 
+def _is_user_line(find: Callable[..., int], first: int, last: int) -> bool:
+    """Whether the line's top-level ``type`` is ``user`` (written before its ``message``).
+
+    User lines never carry usage but hold the large tool results, so recognising them from
+    their first few hundred bytes spares scanning most of a history's bytes. Only the part
+    before the first ``"message":`` key is looked at, where Claude Code writes the top-level
+    metadata; anything else falls through to the full check.
+    """
+    head_end = min(last, first + _HEAD)
+    message = find(b'"message":', first, head_end)
+    return message > 0 and find(b'"type":"user"', first, message) >= 0
+
+
+_HEAD = 2048
 _SPACE = frozenset(b" \t\r")
 _BRACE, _CLOSE = ord("{"), ord("}")
 

@@ -384,8 +384,10 @@ def clean_env(history: Path) -> dict[str, str]:
 
 
 def find_ccusage(given: str | None) -> Path | None:
-    for candidate in (given, CCUSAGE_GUESS, shutil.which("ccusage")):
-        if candidate and Path(candidate).exists() and os.access(candidate, os.X_OK):
+    """``--ccusage`` (a path or a name on PATH) when given, else the usual places."""
+    candidates = [shutil.which(given)] if given else [CCUSAGE_GUESS, shutil.which("ccusage")]
+    for candidate in candidates:
+        if candidate and Path(candidate).is_file() and os.access(candidate, os.X_OK):
             return Path(candidate)
     return None
 
@@ -404,7 +406,8 @@ def version_of(argv: Sequence[str]) -> str:
         done = subprocess.run([*argv, "--version"], capture_output=True, timeout=60, check=False)
     except OSError as exc:
         return f"unknown ({exc})"
-    return (done.stdout or done.stderr).decode(errors="replace").strip().splitlines()[-1:][0]
+    lines = (done.stdout or done.stderr).decode(errors="replace").strip().splitlines()
+    return lines[-1] if lines else f"unknown (--version exited {done.returncode})"
 
 
 def otel_claude_argv() -> list[str]:
@@ -562,7 +565,13 @@ def _verdict(row: Row) -> str:
     return f"**no**: {shown}" + (f" — {row.note}" if row.note else "")
 
 
-def render(env: Mapping[str, Any], rows: Sequence[Row], peer: Row | None, ours: Row) -> str:
+def render(
+    env: Mapping[str, Any],
+    rows: Sequence[Row],
+    peer: Row | None,
+    ours: Row,
+    missing: str | None = None,
+) -> str:
     out = [
         f"CPU: {env['cpu']} ({env['cores']} cores available), Python {env['python']}, {env['os']}",
         f"Versions: {env['otel_claude']}; {env['ccusage']}",
@@ -591,7 +600,11 @@ def render(env: Mapping[str, Any], rows: Sequence[Row], peer: Row | None, ours: 
         )
     out.append("")
     if peer is None or not peer.runs:
-        reason = peer.error if peer is not None else "ccusage not found (use --ccusage PATH)"
+        reason = (
+            peer.error
+            if peer is not None
+            else missing or "ccusage not found (install it, or pass --ccusage PATH)"
+        )
         out.append(f"No peer column: {reason}.")
     elif ours.runs and ours.median_s and peer.median_s and ours.peak_kb and peer.peak_kb:
         t = ours.median_s / peer.median_s
@@ -600,6 +613,7 @@ def render(env: Mapping[str, Any], rows: Sequence[Row], peer: Row | None, ours: 
             f"otel-claude / ccusage: time {t:.2f}x (target ≤ {TARGET_TIME_RATIO}x: "
             f"{'met' if t <= TARGET_TIME_RATIO else 'NOT met'}), memory {m:.2f}x "
             f"(target ≤ {TARGET_RSS_RATIO}x: {'met' if m <= TARGET_RSS_RATIO else 'NOT met'})"
+            + ("; void: otel-claude's totals are wrong" if ours.problems else "")
         )
     else:
         out.append("No ratio: otel-claude produced no measurement.")
@@ -643,6 +657,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         binary = find_ccusage(args.ccusage)
         peer: Row | None = None
         ccusage_version = "not found"
+        missing = f"ccusage not found at {args.ccusage}" if args.ccusage else None
         if binary is not None:
             ccusage_version = version_of([str(binary)])
             cc_argv = ccusage_argv(binary)
@@ -674,7 +689,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "gen_s": truth.generation_seconds,
             "rounds": args.rounds,
         }
-        print(render(env, table, peer, rows["otel-claude"]))
+        print(render(env, table, peer, rows["otel-claude"], missing))
         if args.json:
             print(
                 json.dumps(

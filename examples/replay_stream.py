@@ -27,10 +27,10 @@ def main(path: str) -> None:
     cost: dict[str, float] = {}
     for (family, labels), value in sorted(tracker.totals().items()):
         if family == TOKENS:
-            model, token_type, _source = labels
+            model, token_type = labels[0], labels[1]
             tokens[model][token_type] = value
         elif family == COST:
-            model, cost_source = labels
+            model, cost_source = labels[0], labels[1]
             cost[f"{model} ({cost_source})"] = value / 1e12
     print(json.dumps({"tokens": tokens, "cost_usd": cost}, indent=2, sort_keys=True))
 

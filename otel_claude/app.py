@@ -24,7 +24,7 @@ from otel_claude.admin.poller import Poller, Report
 from otel_claude.admin.usage import UsageReport
 from otel_claude.config import Settings
 from otel_claude.exposition.admin import AdminCollector, Budgets
-from otel_claude.exposition.families import FAMILIES, Family, admin_families
+from otel_claude.exposition.families import Family, admin_families, core_families
 from otel_claude.exposition.health import HealthCollector
 from otel_claude.exposition.otlp import build_meter_provider
 from otel_claude.exposition.prometheus import LedgerCollector
@@ -91,7 +91,9 @@ def build_app(
     ledger = open_ledger(settings, clock=clock)
     health = SourceHealth()
     health.enable("ingest", ready=True)
-    families = FAMILIES + admin_families(settings.admin_group_by, settings.actor_labels)
+    families = core_families(settings.project_label) + admin_families(
+        settings.admin_group_by, settings.actor_labels
+    )
     registry = CollectorRegistry(auto_describe=False)
     registry.register(LedgerCollector(ledger, families=families))
     app = App(settings, ledger, health, registry, families)
@@ -103,6 +105,8 @@ def build_app(
             poll_s=settings.transcripts_poll_s,
             use_inotify=settings.transcripts_inotify,
             clock=clock,
+            project_label=settings.project_label,
+            project_allow=settings.project_allow,
         )
     stats: RequestStats | None = None
     admin_gauges: AdminCollector | None = None

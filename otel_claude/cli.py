@@ -497,10 +497,10 @@ def _report_rows(snapshot: Mapping[tuple[str, tuple[str, ...]], int]) -> list[di
     )
     for (family, labels), value in snapshot.items():
         if family == TOKENS:
-            model, token_type, _source = labels
+            model, token_type = labels[0], labels[1]
             tokens[model][token_type] += value
         elif family == COST:
-            model, cost_source = labels
+            model, cost_source = labels[0], labels[1]
             cost[model][cost_source] += value / 1e12
     return [
         {"model": model, "tokens": dict(tokens.get(model, {})), "cost_usd": cost[model]}

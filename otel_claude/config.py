@@ -26,7 +26,18 @@ DEFAULT_HORIZON_DAYS = 60.0
 DEFAULT_ADMIN_URL = "https://api.anthropic.com"
 
 _FILE_KEYS: dict[str, set[str]] = {
-    "": {"listen", "state_dir", "log_level", "log_format", "ingest", "ledger", "pricing", "admin"},
+    "": {
+        "listen",
+        "state_dir",
+        "log_level",
+        "log_format",
+        "ingest",
+        "ledger",
+        "pricing",
+        "admin",
+        "transcripts",
+    },
+    "transcripts": {"enabled", "poll_interval_s", "use_inotify", "project_label"},
     "ingest": {"token_file", "max_body_bytes"},
     "ledger": {"dedup_horizon_days", "synchronous", "max_models"},
     "pricing": {"file", "models"},
@@ -86,6 +97,8 @@ class Settings:
     transcript_roots: tuple[Path, ...] = ()
     transcripts_poll_s: float = 2.0
     transcripts_inotify: bool = True
+    project_label: bool = False
+    project_allow: tuple[str, ...] = ()  # empty: every project (up to a cap)
 
     @property
     def ledger_path(self) -> Path:
@@ -140,6 +153,7 @@ def load_settings(
         ("admin.sources", "OTEL_CLAUDE_ADMIN_SOURCES"),
         ("admin.actor_labels", "OTEL_CLAUDE_ACTOR_LABELS"),
         ("transcripts.enabled", "OTEL_CLAUDE_TRANSCRIPTS"),
+        ("transcripts.project_label", "OTEL_CLAUDE_PROJECT_LABEL"),
     ):
         if env.get(var):
             raw[name] = (var, env[var])
@@ -261,6 +275,18 @@ def load_settings(
                 values[attr] = switch
     _number(raw, "transcripts.poll_interval_s", "transcripts_poll_s", float, 0.05, values, problems)
     values["transcript_roots"] = tuple(projects_dirs(env))
+    if "transcripts.project_label" in raw:
+        where, value = raw["transcripts.project_label"]
+        switch = _flag(value) if not isinstance(value, list) else None
+        if switch is not None:
+            values["project_label"] = switch
+        else:
+            projects = _list(value)
+            if not projects:
+                problems.append(Problem(where, "expected on/off or a list of project names"))
+            else:
+                values["project_label"] = True
+                values["project_allow"] = tuple(projects)
 
     token = _secret(env, "OTEL_CLAUDE_INGEST_TOKEN", raw.get("ingest.token_file"), problems)
     if token is not None:

@@ -41,15 +41,15 @@ from otel_claude.records import (
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 LONG_CONTEXT_THRESHOLD = 200_000
 OTHER_MODEL = "other"
 UNKNOWN_MODEL = "unknown"
 
 # Counter families kept by the ledger; ``exposition.families`` gives them names and help.
-TOKENS = "tokens"  # (model, token_type, source)
+TOKENS = "tokens"  # (model, token_type, source, project)
 WEB_SEARCH = "web_search"  # (model, source)
-COST = "cost_pico"  # (model, cost_source)
+COST = "cost_pico"  # (model, cost_source, project)
 STEPS = "steps"  # (model, source)
 CONVERSATIONS = "conversations"  # (outcome,)
 UNPRICED = "unpriced_tokens"  # (model,)
@@ -70,6 +70,7 @@ CREATE TABLE IF NOT EXISTS counters (
 CREATE TABLE IF NOT EXISTS steps (
     message_id TEXT PRIMARY KEY, session_id TEXT NOT NULL, call_seq INTEGER NOT NULL,
     model TEXT NOT NULL, source TEXT NOT NULL, mods INTEGER NOT NULL,
+    project TEXT NOT NULL DEFAULT '',
     f0 INTEGER NOT NULL, f1 INTEGER NOT NULL, f2 INTEGER NOT NULL,
     f3 INTEGER NOT NULL, f4 INTEGER NOT NULL, f5 INTEGER NOT NULL,
     seen_at REAL NOT NULL) WITHOUT ROWID;
@@ -140,6 +141,7 @@ class _StepRow:
     seen_at: float
     dirty: bool = False
     new: bool = False
+    project: str = ""
 
 
 class _Calls:
@@ -544,6 +546,17 @@ class Ledger:
             self._conn.execute(
                 "INSERT INTO meta (key, value) VALUES ('schema', ?)", (str(SCHEMA_VERSION),)
             )
+        elif int(row[0]) == 1 and not self._read_only:
+            # 0.1 development ledgers: steps gain a project column, token and cost series
+            # a project label (empty).
+            self._conn.executescript(
+                "BEGIN IMMEDIATE;"
+                "ALTER TABLE steps ADD COLUMN project TEXT NOT NULL DEFAULT '';"
+                "UPDATE counters SET labels = labels || char(31) "
+                "WHERE family IN ('tokens', 'cost_pico');"
+                "UPDATE meta SET value = '2' WHERE key = 'schema';"
+                "COMMIT;"
+            )
         elif int(row[0]) != SCHEMA_VERSION:
             raise LedgerError(
                 f"ledger schema {row[0]} is not supported (expected {SCHEMA_VERSION})"
@@ -635,12 +648,23 @@ class Ledger:
             calls.flush(now)
             conn.executemany(
                 "INSERT INTO steps (message_id, session_id, call_seq, model, source, mods, "
-                "f0, f1, f2, f3, f4, f5, seen_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?) "
+                "f0, f1, f2, f3, f4, f5, seen_at, project) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
                 "ON CONFLICT (message_id) DO UPDATE SET mods = excluded.mods, "
                 "f0 = excluded.f0, f1 = excluded.f1, f2 = excluded.f2, f3 = excluded.f3, "
                 "f4 = excluded.f4, f5 = excluded.f5",
                 [
-                    (mid, r.session_id, r.call_seq, r.model, r.source, r.mods, *r.fields, r.seen_at)
+                    (
+                        mid,
+                        r.session_id,
+                        r.call_seq,
+                        r.model,
+                        r.source,
+                        r.mods,
+                        *r.fields,
+                        r.seen_at,
+                        r.project,
+                    )
                     for mid, r in rows.items()
                     if r is not None and r.dirty
                 ],
@@ -658,11 +682,19 @@ class Ledger:
             marks = ",".join("?" * len(chunk))
             for row in self._conn.execute(
                 "SELECT message_id, session_id, call_seq, model, source, mods, "
-                f"f0, f1, f2, f3, f4, f5, seen_at FROM steps WHERE message_id IN ({marks})",
+                f"f0, f1, f2, f3, f4, f5, seen_at, project FROM steps "
+                f"WHERE message_id IN ({marks})",
                 chunk,
             ):
                 found[row[0]] = _StepRow(
-                    row[1], row[2], row[3], row[4], row[5], list(row[6:12]), row[12]
+                    row[1],
+                    row[2],
+                    row[3],
+                    row[4],
+                    row[5],
+                    list(row[6:12]),
+                    row[12],
+                    project=row[13],
                 )
         return found
 
@@ -704,6 +736,7 @@ class Ledger:
                 now,
                 dirty=True,
                 new=True,
+                project=step.project,
             )
             rows[step.message_id] = row
             deltas = list(values)
@@ -724,7 +757,7 @@ class Ledger:
             state = call.models[row.model] = ModelState()
         increments = state.add_steps(deltas)
         call.dirty = True
-        self._emit(delta, row.model, row.source, increments, self._step_modifiers(row))
+        self._emit(delta, row.model, row.source, increments, self._step_modifiers(row), row.project)
         return True
 
     def _apply_result(
@@ -739,9 +772,9 @@ class Ledger:
         reported = [(m, t.cost_pico) for m, t in result.models.items() if t.cost_pico]
         if reported:
             for model, pico in reported:
-                delta[(COST, (self._label_model(model), "reported"))] += pico or 0
+                delta[(COST, (self._label_model(model), "reported", ""))] += pico or 0
         elif result.total_cost_pico:
-            delta[(COST, (UNKNOWN_MODEL, "reported"))] += result.total_cost_pico
+            delta[(COST, (UNKNOWN_MODEL, "reported", ""))] += result.total_cost_pico
         call = calls.open_call(result.session_id, since.get(result.session_id))
         call.closed_at = result.timestamp if result.timestamp is not None else now
         call.dirty = True
@@ -786,12 +819,13 @@ class Ledger:
         source: str,
         increments: list[int],
         mods: Modifiers,
+        project: str = "",
     ) -> None:
         for index, amount in enumerate(increments):
             if not amount:
                 continue
             if index < len(TOKEN_TYPES):
-                delta[(TOKENS, (model, TOKEN_TYPES[index], source))] += amount
+                delta[(TOKENS, (model, TOKEN_TYPES[index], source, project))] += amount
             else:
                 delta[(WEB_SEARCH, (model, source))] += amount
             rate = self._rate(model, index, mods)
@@ -799,4 +833,4 @@ class Ledger:
                 if index < len(TOKEN_TYPES):
                     delta[(UNPRICED, (model,))] += amount
             else:
-                delta[(COST, (model, "estimated"))] += amount * rate
+                delta[(COST, (model, "estimated", project))] += amount * rate

@@ -44,6 +44,7 @@ class StepRecord:
     geo_us: bool = False
     fast: bool = False
     timestamp: float | None = None
+    project: str = ""  # transcript project directory, when the project label is enabled
 
     def fields(self) -> tuple[int, int, int, int, int, int]:
         """Return the countable values in ledger field order (token types, then searches)."""

@@ -258,7 +258,7 @@ class _File:
     path: Path
     crlf: bool
     lines: list[bytes] = field(default_factory=list)
-    clean: list[bytes] = field(default_factory=list)  # valid lines, for a resumed copy
+    clean: list[bytes] = field(default_factory=list)  # copied when resumed: no trap lines
     torn: bytes = b""
 
 
@@ -562,7 +562,9 @@ class _Generator:
         split = self.traps  # without traps, the whole response is one line
         parts = [[b] for b in blocks] if split else [blocks]
         start = th.t + rng.randint(1_500, 40_000)
-        stamps = [start + i * rng.randint(40, 900) for i in range(len(parts))]
+        stamps = [start]
+        for _ in parts[1:]:  # one line per content block, each a little later
+            stamps.append(stamps[-1] + rng.randint(40, 900))
         if self._day(stamps[0]) != self._day(stamps[-1]):  # keep one id on one UTC day
             start = (stamps[-1] // 86_400_000) * 86_400_000 + rng.randint(1, 999)
             stamps = [start + i * 50 for i in range(len(parts))]
@@ -868,8 +870,8 @@ class _Generator:
                 self._add(th.file, rng.choice(_GARBAGE), clean=False)
                 truth.rejected_lines["garbage"] += 1
             doc, _ = self._unique_assistant(th, th.model, "cut off")
-            line = _encode(doc).encode()  # a torn line in the middle of a file
-            self._add(th.file, line[: len(line) * 2 // 3], clean=False)
+            text = _encode(doc)  # a torn line in the middle of a file (cut between characters)
+            self._add(th.file, text[: len(text) * 2 // 3].encode(), clean=False)
             truth.rejected_lines["garbage"] += 1
         elif kind == "blank":
             for _ in range(rng.randint(1, 3)):
@@ -886,7 +888,7 @@ class _Generator:
             doc["message"]["id"] = self._uuid()
             del doc["requestId"]
             self._trap_tokens("synthetic", doc["message"]["usage"])
-            self._add(th.file, _encode(doc).encode())
+            self._add(th.file, _encode(doc).encode(), clean=False)  # not copied on resume
             truth.ignored_lines["synthetic"] += 1
         elif kind == "api_error":
             # Claude Code writes these as "<synthetic>"; a real model id is the harder case
@@ -898,7 +900,7 @@ class _Generator:
             doc, _ = self._unique_assistant(th, model, error)
             doc["isApiErrorMessage"] = True
             self._trap_tokens("api_error", doc["message"]["usage"])
-            self._add(th.file, _encode(doc).encode())
+            self._add(th.file, _encode(doc).encode(), clean=False)
             truth.ignored_lines["api_error"] += 1
         elif kind == "replay_inline":
             if not self._replay(th, th):
@@ -930,8 +932,8 @@ class _Generator:
 
     def _torn(self, th: _Thread) -> None:
         doc, _ = self._unique_assistant(th, th.model, self._sentences(100, 600))
-        line = _encode(doc).encode()
-        th.file.torn = line[: len(line) * self.rng.randint(30, 85) // 100]
+        text = _encode(doc)  # cut between characters: valid UTF-8, incomplete JSON
+        th.file.torn = text[: len(text) * self.rng.randint(30, 85) // 100].encode()
         self.truth.rejected_lines["torn"] += 1
         self.truth.traps["torn"] += 1
 

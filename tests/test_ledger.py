@@ -40,7 +40,7 @@ def _family(snapshot: dict[tuple[str, tuple[str, ...]], int], family: str) -> di
 
 def assert_matches_truth(snapshot: dict, truth: Truth, source: str = "ingest") -> None:
     tokens = Counter()
-    for (model, tt, src), v in _family(snapshot, TOKENS).items():
+    for (model, tt, src, _project), v in _family(snapshot, TOKENS).items():
         assert src == source
         tokens[(model, tt)] += v
     assert tokens == +truth.tokens
@@ -52,8 +52,8 @@ def assert_matches_truth(snapshot: dict, truth: Truth, source: str = "ingest") -
         truth.conversations
     )
     cost = _family(snapshot, COST)
-    assert {m: v for (m, s), v in cost.items() if s == "reported"} == dict(truth.reported_pico)
-    assert {m: v for (m, s), v in cost.items() if s == "estimated"} == truth.estimated_pico()
+    assert {m: v for (m, s, _p), v in cost.items() if s == "reported"} == dict(truth.reported_pico)
+    assert {m: v for (m, s, _p), v in cost.items() if s == "estimated"} == truth.estimated_pico()
     assert _family(snapshot, UNPRICED) == {}
 
 
@@ -111,7 +111,7 @@ def result(key: str, session: str = "s", **models: ModelTotals) -> ResultRecord:
 
 def _tokens(ledger: Ledger) -> dict[tuple[str, str], int]:
     out: Counter[tuple[str, str]] = Counter()
-    for (model, tt, _src), v in _family(ledger.snapshot(), TOKENS).items():
+    for (model, tt, _src, _p), v in _family(ledger.snapshot(), TOKENS).items():
         out[(model, tt)] += v
     return dict(out)
 
@@ -221,10 +221,10 @@ def test_estimated_cost_with_modifiers(make_ledger: Callable[..., Ledger]) -> No
     )
     cost = _family(ledger.snapshot(), COST)
     # batch: (0.1 M x $3 + 1 M x $15) / 2 = $7.65
-    assert cost[("claude-sonnet-4-5", "estimated")] == 7_650_000_000_000
+    assert cost[("claude-sonnet-4-5", "estimated", "")] == 7_650_000_000_000
     # long context: input $6, cache read 0.1 x $6, output $22.50 per MTok
     lc_usd_pico = 1000 * 6_000_000 + 250_000 * 600_000 + 2000 * 22_500_000
-    assert cost[("claude-sonnet-4", "estimated")] == lc_usd_pico
+    assert cost[("claude-sonnet-4", "estimated", "")] == lc_usd_pico
 
 
 def test_unpriced_model_counts_tokens_not_cost(make_ledger: Callable[..., Ledger]) -> None:
@@ -235,13 +235,13 @@ def test_unpriced_model_counts_tokens_not_cost(make_ledger: Callable[..., Ledger
     snap = ledger.snapshot()
     assert _family(snap, UNPRICED) == {("claude-future-9",): 15}
     # Web searches have a flat price whatever the model.
-    assert _family(snap, COST) == {("claude-future-9", "estimated"): 2 * 10**10}
+    assert _family(snap, COST) == {("claude-future-9", "estimated", ""): 2 * 10**10}
 
 
 def test_model_label_cap(make_ledger: Callable[..., Ledger]) -> None:
     ledger = make_ledger(max_models=2)
     ledger.apply([step(f"m{i}", model=f"model-{i}", input=1) for i in range(5)], source="sdk")
-    models = {m for (m, _t, _s) in _family(ledger.snapshot(), TOKENS)}
+    models = {m for (m, _t, _s, _p) in _family(ledger.snapshot(), TOKENS)}
     assert models == {"model-0", "model-1", "other"}
     assert _tokens(ledger)[("other", "input")] == 3
 

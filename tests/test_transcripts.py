@@ -403,5 +403,51 @@ def test_parallel_scan_equals_single(tmp_path: Path) -> None:
     finally:
         report._PARALLEL_BYTES = 64 << 20  # type: ignore[attr-defined]
     assert {k: (v.values, v.timestamp) for k, v in single.steps.items()} == {
-        k: (v.values, v.timestamp) for k, v in double.steps.items()}
+        k: (v.values, v.timestamp) for k, v in double.steps.items()
+    }
     assert single.stats.lines == double.stats.lines and single.files == double.files == 6
+
+
+def test_project_label_opt_in_and_allow_list(tmp_path: Path) -> None:
+    from otel_claude.app import build_app
+    from otel_claude.config import load_settings
+
+    for name, out in (("-w-acme", 10), ("-w-secret", 20), ("-w-other", 40)):
+        (project(tmp_path / "claude", name) / "s.jsonl").write_bytes(
+            assistant(f"m{out}", out=out) + b"\n"
+        )
+    config = tmp_path / "c.toml"
+    config.write_text('[transcripts]\nproject_label = ["-w-acme"]\n')
+
+    def exposition(**env: str) -> str:
+        settings = load_settings(
+            env={
+                "CLAUDE_CONFIG_DIR": str(tmp_path / "claude"),
+                "OTEL_CLAUDE_STATE_DIR": str(tmp_path / env.pop("s")),
+                **env,
+            }
+        )
+        app = build_app(settings, {})
+        assert app.tailer is not None
+        app.tailer.scan()
+        text = httpx_free_render(app)
+        app.close()
+        return text
+
+    plain = exposition(s="a")
+    assert "project=" not in plain  # off by default: no project label at all
+    labelled = exposition(s="b", OTEL_CLAUDE_CONFIG=str(config))
+    assert (
+        'claude_agent_tokens_total{model="claude-sonnet-4-5",project="-w-acme",'
+        'source="transcript",token_type="output"} 10.0'
+    ) in labelled
+    assert (
+        'claude_agent_tokens_total{model="claude-sonnet-4-5",project="other",'
+        'source="transcript",token_type="output"} 60.0'
+    ) in labelled
+
+
+def httpx_free_render(app: object) -> str:
+    from prometheus_client import generate_latest
+
+    return generate_latest(app.registry).decode()  # type: ignore[attr-defined]

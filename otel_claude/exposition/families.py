@@ -9,7 +9,7 @@ OpenTelemetry Collector's Prometheus exporter produces exactly the Prometheus na
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 
 from otel_claude import ledger
@@ -59,6 +59,7 @@ FAMILIES: tuple[Family, ...] = (
         "{token}",
         "Tokens used by Claude agents, counted once per API message (client-side messages).",
         ("model", "token_type", "source"),
+        select=(0, 1, 2),
     ),
     Family(
         ledger.COST,
@@ -69,6 +70,7 @@ FAMILIES: tuple[Family, ...] = (
         "result messages (client-side estimates, not billing data).",
         ("model", "cost_source"),
         divisor=10**12,
+        select=(0, 1),
     ),
     Family(
         ledger.WEB_SEARCH,
@@ -278,6 +280,18 @@ def _revised(name: str) -> str:
     if name.endswith("_usd"):
         return name[: -len("_usd")] + "_revised_down_usd"
     return name + "_revised_down"
+
+
+def core_families(project_label: bool) -> tuple[Family, ...]:
+    """The client-side families; with ``project_label`` tokens and cost carry ``project``."""
+    if not project_label:
+        return FAMILIES
+    out = []
+    for family in FAMILIES:
+        if family.key in (ledger.TOKENS, ledger.COST):
+            family = replace(family, labels=(*family.labels, "project"), select=None)
+        out.append(family)
+    return tuple(out)
 
 
 BY_KEY = {family.key: family for family in FAMILIES}

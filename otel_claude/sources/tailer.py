@@ -17,13 +17,13 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 
 from otel_claude.health import SourceHealth
 from otel_claude.ledger import Ledger
-from otel_claude.records import Normalized
+from otel_claude.records import Normalized, StepRecord
 from otel_claude.sources.transcripts import (
     SOURCE,
     LineStats,
@@ -57,6 +57,42 @@ class Position:
         return cls(int(inode), int(offset))
 
 
+def coalesce(records: list[Normalized]) -> list[Normalized]:
+    """Merge lines of one message id within a batch (largest value of each field, earliest
+    timestamp): what the ledger would make of them anyway, with far fewer updates, since a
+    response is usually written as several lines in a row."""
+    out: list[Normalized] = []
+    index: dict[str, int] = {}
+    for record in records:
+        if not isinstance(record, StepRecord):
+            out.append(record)
+            continue
+        at = index.get(record.message_id)
+        if at is None:
+            index[record.message_id] = len(out)
+            out.append(record)
+            continue
+        known = out[at]
+        assert isinstance(known, StepRecord)
+        if record.fields() == known.fields() and record.timestamp == known.timestamp:
+            continue
+        stamps = [t for t in (known.timestamp, record.timestamp) if t is not None]
+        out[at] = replace(
+            known,
+            input=max(known.input, record.input),
+            output=max(known.output, record.output),
+            cache_read=max(known.cache_read, record.cache_read),
+            cache_5m=max(known.cache_5m, record.cache_5m),
+            cache_1h=max(known.cache_1h, record.cache_1h),
+            web_search=max(known.web_search, record.web_search),
+            batch=known.batch or record.batch,
+            geo_us=known.geo_us or record.geo_us,
+            fast=known.fast or record.fast,
+            timestamp=min(stamps) if stamps else None,
+        )
+    return out
+
+
 class TranscriptTailer:
     """Reads new transcript lines into the ledger, once (``scan``) or continuously (``run``)."""
 
@@ -72,6 +108,9 @@ class TranscriptTailer:
         poll_s: float = 2.0,
         use_inotify: bool = True,
         clock: Callable[[], float] = time.time,
+        project_label: bool = False,
+        project_allow: Sequence[str] = (),
+        max_projects: int = 100,
     ) -> None:
         self._ledger = ledger
         self.roots = [Path(r) for r in roots]
@@ -85,6 +124,10 @@ class TranscriptTailer:
             pos = Position.decode(value)
             if pos is not None:
                 self._positions[name[len(CURSOR_PREFIX) :]] = pos
+        self._project_label = project_label
+        self._project_allow = frozenset(project_allow)
+        self._max_projects = max_projects
+        self._projects: set[str] = set()
         self._pending: list[Normalized] = []
         self._pending_cursors: dict[str, str] = {}
         self.stats = LineStats()
@@ -143,7 +186,14 @@ class TranscriptTailer:
                 carry = data[len(done) :]
                 if not done:
                     continue
-                self._pending.extend(parse_lines(done, self.stats))
+                records = parse_lines(done, self.stats)
+                if self._project_label:
+                    label = self._project(path)
+                    records = [
+                        replace(r, project=label) if isinstance(r, StepRecord) else r
+                        for r in records
+                    ]
+                self._pending.extend(records)
                 offset += len(done)
                 self._pending_cursors[CURSOR_PREFIX + key] = Position(st.st_ino, offset).encode()
                 self._positions[key] = Position(st.st_ino, offset)
@@ -154,11 +204,34 @@ class TranscriptTailer:
                 self._positions[key] = Position(st.st_ino, 0)
                 self._pending_cursors[CURSOR_PREFIX + key] = Position(st.st_ino, 0).encode()
 
+    def _project(self, path: Path) -> str:
+        """The ``project`` label of a transcript: its directory below ``projects/``.
+
+        Only allow-listed names (when a list is configured) and at most ``max_projects``
+        distinct names are shown; everything else is ``other``.
+        """
+        name = "other"
+        for root in self.roots:
+            try:
+                name = path.relative_to(root).parts[0]
+                break
+            except (ValueError, IndexError):
+                continue
+        if self._project_allow and name not in self._project_allow:
+            return "other"
+        if name not in self._projects:
+            if len(self._projects) >= self._max_projects:
+                return "other"
+            self._projects.add(name)
+        return name
+
     def _flush(self) -> None:
         if not self._pending and not self._pending_cursors:
             return
         try:
-            self._ledger.apply(self._pending, source=SOURCE, cursors=self._pending_cursors)
+            self._ledger.apply(
+                coalesce(self._pending), source=SOURCE, cursors=self._pending_cursors
+            )
         except BaseException:
             # Nothing was committed: forget the in-memory positions so the lines are re-read.
             self._positions = {}

@@ -18,6 +18,8 @@ test: $(VENV)/.test system-deps  ## install test dependencies and run the whole 
 bench: $(VENV)/.test             ## run the benchmarks (not part of `make test`)
 	$(BIN)/python bench/ingest_http.py
 	$(BIN)/python bench/admin_backfill.py
+	$(BIN)/python bench/transcripts.py --ccusage "$$(command -v ccusage || echo none)"
+	$(BIN)/python bench/transcripts_live.py
 
 system-deps:                     ## Debian prometheus/alertmanager (promtool, amtool) when root
 	@sh scripts/system-deps.sh

@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 NAME = "transcripts"
 CURSOR_PREFIX = "transcript:"
 READ_CHUNK = 8 << 20
+SAFETY_SCAN_S = 30.0  # with inotify working, a full stat pass this often
 
 
 @dataclass(frozen=True)
@@ -153,6 +154,14 @@ class TranscriptTailer:
                     del self._positions[k]
 
     def _read(self, path: Path, key: str) -> None:
+        pos = self._positions.get(key)
+        if pos is not None:
+            try:
+                st = os.stat(path)
+            except OSError:
+                return
+            if pos.inode == st.st_ino and pos.offset == st.st_size:
+                return  # unchanged: one stat, no open
         try:
             handle = open(path, "rb")
         except FileNotFoundError:
@@ -271,11 +280,12 @@ class TranscriptTailer:
                     return
                 self._timed(self.scan)
                 continue
+            quiet = 0
             for changes in watchfiles.watch(
                 *roots,
                 stop_event=stop,
                 debounce=100,
-                step=20,
+                step=50,
                 rust_timeout=int(self._poll * 1000),
                 yield_on_timeout=True,
                 raise_interrupt=False,
@@ -283,8 +293,15 @@ class TranscriptTailer:
                 paths = {Path(p) for _change, p in changes if p.endswith(".jsonl")}
                 if changes and not paths:
                     continue
-                # On a timeout (no event) a full stat pass catches anything inotify missed.
-                self._timed(partial(self.scan, sorted(paths) if paths else None))
+                if paths:
+                    self._timed(partial(self.scan, sorted(paths)))
+                    continue
+                # No event for a while: now and then, a stat pass catches anything inotify
+                # missed (e.g. a directory created between two events).
+                quiet += 1
+                if quiet * self._poll >= SAFETY_SCAN_S:
+                    quiet = 0
+                    self._timed(self.scan)
             return
 
     def _timed(self, action: Callable[[], None]) -> None:

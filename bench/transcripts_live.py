@@ -1,0 +1,163 @@
+"""Benchmark: the live side of transcript tailing.
+
+Measures, on a generated history with many files (default 3,000):
+- warm restart: `serve` on a state directory that already holds every position, start to
+  `/readyz` 200 (target < 0.5 s);
+- append latency: a line appended to a transcript, until `/metrics` shows it (target < 1 s);
+- idle CPU: the exporter's CPU share over 20 s with nothing changing (target < 1 %).
+
+    python bench/transcripts_live.py [--files 3000] [--idle 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.procs import free_port  # noqa: E402
+
+LINE = (
+    '{{"parentUuid":null,"isSidechain":false,"userType":"external","cwd":"/w",'
+    '"sessionId":"{session}","version":"2.1.114","message":{{"id":"{mid}",'
+    '"type":"message","role":"assistant","model":"claude-sonnet-4-5-20250929",'
+    '"content":[],"usage":{{"input_tokens":3,"cache_creation_input_tokens":0,'
+    '"cache_read_input_tokens":100,"output_tokens":{out},"service_tier":"standard"}}}},'
+    '"requestId":"req_{mid}","type":"assistant","uuid":"u{mid}",'
+    '"timestamp":"2026-11-01T10:00:00.000Z"}}\n'
+)
+
+
+def ticks(pid: int) -> int:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # utime + stime
+
+
+def start(state: Path, config: Path, port: int) -> tuple[subprocess.Popen[bytes], float]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "ANTHROPIC_"))}
+    env["CLAUDE_CONFIG_DIR"] = str(config)
+    began = time.monotonic()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "otel_claude",
+            "serve",
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--state-dir",
+            str(state),
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}/readyz"
+    while True:
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return proc, time.monotonic() - began
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None or time.monotonic() - began > 120:
+            raise SystemExit("exporter did not become ready")
+        time.sleep(0.01)
+
+
+def tokens(port: int) -> float:
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("claude_agent_tokens_total{")
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--files", type=int, default=3000)
+    parser.add_argument("--idle", type=float, default=20.0)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="otel-live-"))
+    try:
+        config = work / "claude"
+        per_dir = 50
+        for i in range(args.files):
+            d = config / "projects" / f"-w-p{i // per_dir}"
+            d.mkdir(parents=True, exist_ok=True)
+            (d / f"s{i}.jsonl").write_text(
+                "".join(LINE.format(session=f"s{i}", mid=f"m{i}-{j}", out=10 + j) for j in range(5))
+            )
+        state = work / "state"
+        port = free_port()
+        proc, cold = start(state, config, port)
+        proc.terminate()
+        proc.wait(timeout=30)
+        warm, latency = [], []
+        for r in range(args.rounds):
+            port = free_port()
+            proc, ready = start(state, config, port)
+            warm.append(ready)
+            try:
+                before = tokens(port)
+                target = config / "projects" / "-w-p0" / "s0.jsonl"
+                with target.open("a") as f:
+                    f.write(LINE.format(session="s0", mid=f"live-{r}", out=1))
+                    f.flush()
+                    wrote = time.monotonic()
+                while tokens(port) < before + 104:
+                    if time.monotonic() - wrote > 10:
+                        raise SystemExit("appended line never showed up")
+                    time.sleep(0.005)
+                latency.append(time.monotonic() - wrote)
+                if r == args.rounds - 1:
+                    time.sleep(2)
+                    t0, c0 = time.monotonic(), ticks(proc.pid)
+                    time.sleep(args.idle)
+                    cpu = (
+                        (ticks(proc.pid) - c0) / os.sysconf("SC_CLK_TCK") / (time.monotonic() - t0)
+                    )
+            finally:
+                proc.terminate()
+                proc.wait(timeout=30)
+        print(
+            f"{args.files:,} transcript files, {args.files * 5:,} lines; "
+            f"Python {sys.version.split()[0]}\n"
+        )
+        print("| measure | median | target | met |")
+        print("|---|---:|---:|---|")
+        rows = [
+            ("cold start to /readyz (first scan)", cold, None),
+            ("warm restart to /readyz", statistics.median(warm), 0.5),
+            ("appended line visible in /metrics", statistics.median(latency), 1.0),
+        ]
+        for name, value, target in rows:
+            met = "" if target is None else ("yes" if value < target else "NO")
+            print(
+                f"| {name} | {value:.3f} s | {'' if target is None else f'< {target} s'} | {met} |"
+            )
+        print(
+            f"| idle CPU over {args.idle:g} s | {100 * cpu:.2f} % | < 1 % | "
+            f"{'yes' if cpu < 0.01 else 'NO'} |"
+        )
+        print(json.dumps({"cold": cold, "warm": warm, "latency": latency, "idle_cpu": cpu}))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

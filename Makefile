@@ -18,7 +18,7 @@ test: $(VENV)/.test system-deps  ## install test dependencies and run the whole 
 bench: $(VENV)/.test             ## run the benchmarks (not part of `make test`)
 	$(BIN)/python bench/ingest_http.py
 	$(BIN)/python bench/admin_backfill.py
-	$(BIN)/python bench/transcripts.py --ccusage "$$(command -v ccusage || echo none)"
+	$(BIN)/python bench/transcripts.py
 	$(BIN)/python bench/transcripts_live.py
 
 system-deps:                     ## Debian prometheus/alertmanager (promtool, amtool) when root

@@ -230,6 +230,7 @@ def running_prometheus(
     scrape_interval: str = "1s",
     rule_files: Sequence[Path] = (),
     extra_args: Sequence[str] = (),
+    alertmanagers: Sequence[str] = (),
 ) -> Iterator[Prometheus]:
     """Start a real Prometheus on loopback scraping ``targets`` (host:port); always stop it."""
     workdir = tmp / "prometheus"
@@ -244,6 +245,11 @@ def running_prometheus(
                     "evaluation_interval": scrape_interval,
                 },
                 "rule_files": [str(p) for p in rule_files],
+                "alerting": {
+                    "alertmanagers": [{"static_configs": [{"targets": list(alertmanagers)}]}]
+                }
+                if alertmanagers
+                else {},
                 "scrape_configs": [
                     {"job_name": job, "static_configs": [{"targets": list(targets)}]}
                 ],
@@ -288,3 +294,30 @@ def post_lines(url: str, lines: Sequence[bytes], batches: int = 4) -> dict[str, 
                 totals[key] += answer[key]
             totals["rejected"] += answer.get("rejected_total", len(answer["rejected"]))
     return totals
+
+
+@contextmanager
+def running_alertmanager(binary: str, tmp: Path, config: Mapping[str, Any]) -> Iterator[str]:
+    """Start a real Alertmanager on loopback with ``config``; yield its host:port."""
+    workdir = tmp / "alertmanager"
+    workdir.mkdir(exist_ok=True)
+    path = workdir / "alertmanager.yml"
+    path.write_text(json.dumps(config))
+
+    def argv(port: int) -> list[str]:
+        return [
+            binary,
+            f"--config.file={path}",
+            f"--storage.path={workdir / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--cluster.listen-address=",
+            "--log.level=warn",
+        ]
+
+    proc, port, _log = _start_on_free_port(
+        "alertmanager", argv, tmp, None, "/-/ready", "address already in use"
+    )
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        stop(proc)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -259,3 +260,51 @@ def test_body_forms() -> None:
     ]
     pretty = json.dumps({"type": "user", "message": {"content": "x"}}, indent=2).encode()
     assert [type(r).__name__ for _, r in parse_body(pretty, "ingest")] == ["Ignored"]
+
+
+def test_plain_path_equals_careful_path(tmp_path: Path) -> None:
+    """The fast path for well-formed lines gives exactly what the careful path gives."""
+    from otel_claude.sources import messages
+    from tests.history import generate_history
+
+    generate_history(tmp_path, seed=5, target_bytes=3_000_000)
+    lines = [
+        line
+        for path in sorted(tmp_path.rglob("*.jsonl"))
+        for line in path.read_bytes().splitlines()
+        if b'"usage"' in line
+    ]
+    lines += generate(seed=8, sessions=20)[0]
+    compared = 0
+    for line in lines:
+        try:
+            data = json.loads(line)
+        except ValueError:
+            continue
+        if not isinstance(data, dict) or data.get("type") != "assistant":
+            continue
+        message = data.get("message")
+        if not isinstance(message, dict):
+            continue
+        fast = messages._plain_step(data, message, "t")
+        if fast is None:
+            continue
+        careful = messages._step(
+            message_id=message.get("id"),
+            model=message.get("model"),
+            usage=message.get("usage"),
+            session_id=data.get("session_id", data.get("sessionId")),
+            timestamp=data.get("timestamp"),
+            source="t",
+        )
+        assert fast == careful
+        compared += 1
+    assert compared > 500
+
+
+@pytest.mark.parametrize("field", ["cache_read_input_tokens", "cache_creation_input_tokens"])
+def test_plain_path_never_accepts_what_the_careful_path_rejects(field: str) -> None:
+    for odd in (False, True, -1, "5", 1.5):
+        usage = {"input_tokens": 1, "output_tokens": 1, field: odd}
+        record = normalize(_assistant(usage), "sdk")
+        assert isinstance(record, Rejected), (field, odd)

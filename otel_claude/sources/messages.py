@@ -141,6 +141,9 @@ def _from_json(data: Mapping[str, Any], source: str) -> Normalized:
             raise _Bad("invalid_message", "assistant line has no 'message' object")
         if data.get("error") or data.get("isApiErrorMessage") is True:
             return Ignored("api_error")
+        fast = _plain_step(data, message, source) if type(message) is dict else None
+        if fast is not None:
+            return fast
         return _step(
             message_id=message.get("id"),
             model=message.get("model"),
@@ -213,6 +216,86 @@ def _call_start(session_id: object, uuid: object) -> Normalized:
     ):
         return CallStart(key=f"init\x1f{session_id}\x1f{uuid}", session_id=session_id)
     return Ignored("system")
+
+
+def _plain_step(data: Mapping[str, Any], message: dict[str, Any], source: str) -> StepRecord | None:
+    """The common, well-formed assistant message in a few dictionary lookups.
+
+    Returns None for anything unusual (a missing or oddly typed field, the synthetic model,
+    a malformed id or model), which then takes the careful path in ``_step``; for what it
+    accepts the result is identical (a test compares both on every generated line).
+    """
+    usage = message.get("usage")
+    mid = message.get("id")
+    model = message.get("model")
+    if type(usage) is not dict or type(mid) is not str or type(model) is not str:
+        return None
+    if not mid or len(mid) > MAX_ID_LENGTH or model == SYNTHETIC_MODEL:
+        return None
+    inp = usage.get("input_tokens")
+    out = usage.get("output_tokens")
+    read = usage.get("cache_read_input_tokens")
+    unsplit = usage.get("cache_creation_input_tokens")
+    read = 0 if read is None else read
+    unsplit = 0 if unsplit is None else unsplit
+    if not (
+        type(inp) is int
+        and type(out) is int
+        and type(read) is int
+        and type(unsplit) is int
+        and inp >= 0
+        and out >= 0
+        and read >= 0
+        and unsplit >= 0
+    ):
+        return None
+    split = usage.get("cache_creation")
+    if split is None:
+        c5m, c1h = unsplit, 0
+    elif type(split) is dict:
+        c5m = split.get("ephemeral_5m_input_tokens")
+        c1h = split.get("ephemeral_1h_input_tokens")
+        c5m = 0 if c5m is None else c5m
+        c1h = 0 if c1h is None else c1h
+        if not (type(c5m) is int and type(c1h) is int and c5m >= 0 and c1h >= 0):
+            return None
+        c5m = max(c5m, unsplit - c1h)
+    else:
+        return None
+    searches = 0
+    tools = usage.get("server_tool_use")
+    if type(tools) is dict:
+        searches = tools.get("web_search_requests")
+        searches = 0 if searches is None else searches
+        if type(searches) is not int or searches < 0:
+            return None
+    session = data.get("session_id")
+    if session is None:
+        session = data.get("sessionId")
+    if session is None:
+        session = ""
+    if type(session) is not str or len(session) > MAX_ID_LENGTH or len(model) > MAX_MODEL_LENGTH:
+        return None
+    name = normalize_model_id(model)
+    if not name or not name.isprintable():
+        return None
+    geo = usage.get("inference_geo")
+    return StepRecord(
+        mid,
+        session,
+        name,
+        source,
+        inp,
+        out,
+        read,
+        c5m,
+        c1h,
+        searches,
+        usage.get("service_tier") == "batch",
+        geo == "us" or (isinstance(geo, str) and geo.lower() == "us"),
+        usage.get("speed") == "fast",
+        _timestamp(data.get("timestamp")),
+    )
 
 
 def _step(

@@ -250,6 +250,8 @@ def _plain_step(data: Mapping[str, Any], message: dict[str, Any], source: str) -
     ):
         return None
     split = usage.get("cache_creation")
+    c5m: Any
+    c1h: Any
     if split is None:
         c5m, c1h = unsplit, 0
     elif type(split) is dict:
@@ -262,7 +264,7 @@ def _plain_step(data: Mapping[str, Any], message: dict[str, Any], source: str) -
         c5m = max(c5m, unsplit - c1h)
     else:
         return None
-    searches = 0
+    searches: Any = 0
     tools = usage.get("server_tool_use")
     if type(tools) is dict:
         searches = tools.get("web_search_requests")

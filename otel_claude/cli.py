@@ -11,7 +11,7 @@ import signal
 import sys
 import threading
 from collections import defaultdict
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
@@ -80,6 +80,18 @@ def _parser() -> argparse.ArgumentParser:
         "--url", help="post to a running exporter at this base URL instead of the local state"
     )
     ingest.set_defaults(handler=_ingest)
+
+    demo = commands.add_parser(
+        "demo", help="run the exporter against a built-in simulator and generated traffic"
+    )
+    common(demo)
+    demo.add_argument("--listen", metavar="HOST:PORT", help="address (default 127.0.0.1:9477)")
+    demo.add_argument(
+        "--prometheus",
+        action="store_true",
+        help="also start Prometheus (if installed) scraping the demo with the project's rules",
+    )
+    demo.set_defaults(handler=_demo)
 
     backfill = commands.add_parser(
         "backfill", help="write past Admin API data as OpenMetrics for promtool to import"
@@ -157,11 +169,21 @@ def _open_ledger(settings: Settings, *, read_only: bool = False) -> Ledger:
 
 
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
+    return run_serve(settings, os.environ)
+
+
+def run_serve(
+    settings: Settings,
+    env: Mapping[str, str],
+    *,
+    on_started: Callable[[threading.Event, str], None] | None = None,
+) -> int:
+    """Serve until SIGTERM/SIGINT; ``on_started(stop, url)`` runs in a thread once listening."""
     from otel_claude.app import build_app
     from otel_claude.server import ExporterServer, IngestEndpoint
 
     with _state_lock(settings):
-        app = build_app(settings, os.environ)
+        app = build_app(settings, env)
         ingest = IngestEndpoint(
             app.ledger, token=settings.ingest_token, max_bytes=settings.ingest_max_bytes
         )
@@ -195,6 +217,11 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
                 threading.Thread(
                     target=app.tailer.run, args=(stop,), name="transcripts", daemon=True
                 )
+            )
+        if on_started is not None:
+            url = f"http://{settings.listen}"
+            threads.append(
+                threading.Thread(target=on_started, args=(stop, url), name="extra", daemon=True)
             )
         for thread in threads:
             thread.start()
@@ -319,6 +346,19 @@ def _ingest_remote(stream: IO[bytes], url: str, settings: Settings, totals: dict
                 for r in answer.get("rejected", [])
             ]
             line_offset += chunk.count(b"\n")
+
+
+# --- demo ---------------------------------------------------------------------------
+
+
+def _demo(settings: Settings, args: argparse.Namespace) -> int:
+    from otel_claude.demo import run_demo
+
+    return run_demo(
+        settings,
+        state_dir=Path(args.state_dir) if args.state_dir else None,
+        with_prometheus=args.prometheus,
+    )
 
 
 # --- backfill -----------------------------------------------------------------------

@@ -134,6 +134,11 @@ def _parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check", help="validate configuration; exit 1 on any problem")
     common(check)
     check.add_argument("--listen", metavar="HOST:PORT")
+    check.add_argument(
+        "--online",
+        action="store_true",
+        help="also try the Admin API key, transcript directories, OTLP endpoint, listen address",
+    )
     check.set_defaults(handler=_check)
     return parser
 
@@ -574,4 +579,12 @@ def _check(settings: Settings, args: argparse.Namespace) -> int:
     if prices is not None:
         print(f"  price table:   {prices.version}, {len(prices.models)} models")
     print(f"  admin API:     {'key set' if settings.admin_api_key else 'off (no key)'}")
-    return 0
+    if not args.online:
+        return 0
+    from otel_claude.doctor import online_checks
+
+    findings = online_checks(settings, os.environ)
+    print("online checks:")
+    for finding in findings:
+        print(finding.line())
+    return 0 if all(f.ok for f in findings) else 3

@@ -13,7 +13,6 @@ counters step once per day (at the day's end).
 
 from __future__ import annotations
 
-import sys
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -24,36 +23,11 @@ from otel_claude.admin.cost import CostReport
 from otel_claude.admin.usage import MAX_LIMIT, UsageReport, floor_time
 from otel_claude.exposition.families import Family, family_series
 from otel_claude.ledger import BucketValue
+from otel_claude.progress import Progress
 from otel_claude.timeutil import parse_time
 
 HOUR = timedelta(hours=1)
 DAY = timedelta(days=1)
-
-
-class Progress:
-    """A one-line progress bar on a terminal; silent otherwise."""
-
-    def __init__(self, total: int, stream: TextIO | None = None) -> None:
-        self._total = max(1, total)
-        self._done = 0
-        self._stream = stream if stream is not None else sys.stderr
-        self._tty = self._stream.isatty()
-
-    def step(self, label: str) -> None:
-        """Advance by one request."""
-        self._done = min(self._done + 1, self._total)
-        if self._tty:
-            width = 30
-            filled = width * self._done // self._total
-            self._stream.write(
-                f"\r[{'#' * filled}{'.' * (width - filled)}] {self._done}/{self._total} {label:<24}"
-            )
-            self._stream.flush()
-
-    def finish(self) -> None:
-        """End the bar's line."""
-        if self._tty:
-            self._stream.write("\n")
 
 
 def hour_ends(since: datetime, until: datetime) -> list[datetime]:

@@ -114,7 +114,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     common(report)
     report.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    report.add_argument("--by", choices=("day", "month"), default="day")
+    report.add_argument("--by", choices=("day", "month", "model"), default="day")
+    report.add_argument(
+        "--source",
+        choices=("transcripts", "state"),
+        default="transcripts",
+        help="scan the transcripts (default) or read a running exporter's ledger",
+    )
     report.add_argument(
         "--workers",
         type=int,
@@ -377,8 +383,9 @@ def _backfill(settings: Settings, args: argparse.Namespace) -> int:
     from otel_claude.admin.client import AdminClient
     from otel_claude.admin.cost import CostReport
     from otel_claude.admin.usage import UsageReport
-    from otel_claude.backfill import Progress, collect, estimate_requests, write_openmetrics
+    from otel_claude.backfill import collect, estimate_requests, write_openmetrics
     from otel_claude.exposition.families import admin_families
+    from otel_claude.progress import Progress
     from otel_claude.timeutil import parse_day_or_time
 
     if not settings.admin_api_key:
@@ -475,7 +482,7 @@ def _backfill(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _report(settings: Settings, args: argparse.Namespace) -> int:
-    if args.state:
+    if args.state or args.source == "state":
         return _report_state(settings, args)
     from otel_claude.report import render_table, scan_history, summarize
     from otel_claude.timeutil import parse_day_or_time
@@ -492,7 +499,18 @@ def _report(settings: Settings, args: argparse.Namespace) -> int:
             + ", ".join(str(r) for r in settings.transcript_roots)
         )
     prices = load_price_table(settings.prices_file, settings.price_overrides or None)
-    history = scan_history(roots, since=since, until=until, workers=max(1, args.workers))
+    from otel_claude.progress import Progress
+    from otel_claude.sources.transcripts import transcript_files
+
+    bar = Progress(sum(p.stat().st_size for p in transcript_files(roots)))
+    history = scan_history(
+        roots,
+        since=since,
+        until=until,
+        workers=max(1, args.workers),
+        progress=lambda n: bar.step("scanning transcripts", n),
+    )
+    bar.finish()
     summary = summarize(history, prices, by=args.by)
     if args.json:
         sys.stdout.write(json.dumps(summary) + "\n")

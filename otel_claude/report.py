@@ -12,7 +12,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -51,6 +51,7 @@ def scan_history(
     since: datetime | None = None,
     until: datetime | None = None,
     workers: int = 1,
+    progress: Callable[[int], None] | None = None,
 ) -> History:
     """Read every transcript below ``roots`` once, keeping one step per message id.
 
@@ -71,7 +72,7 @@ def scan_history(
         files.append((st.st_size, path))
     count = max(1, min(workers, len(files)))
     if count == 1 or sum(size for size, _ in files) < _PARALLEL_BYTES:
-        return _scan_files([p for _, p in files], lo, hi)
+        return _scan_files([p for _, p in files], lo, hi, progress)
     groups: list[list[Path]] = [[] for _ in range(count)]
     loads = [0] * count
     for size, path in sorted(files, key=lambda f: -f[0]):
@@ -110,7 +111,12 @@ def _merge(steps: dict[str, _Step], mid: str, step: _Step) -> None:
     known.fast |= step.fast
 
 
-def _scan_files(paths: list[Path], lo: float | None, hi: float | None) -> History:
+def _scan_files(
+    paths: list[Path],
+    lo: float | None,
+    hi: float | None,
+    progress: Callable[[int], None] | None = None,
+) -> History:
     history = History()
     steps = history.steps
     for path in paths:
@@ -119,6 +125,8 @@ def _scan_files(paths: list[Path], lo: float | None, hi: float | None) -> Histor
         except OSError:
             continue
         history.files += 1
+        if progress is not None:
+            progress(len(data))
         for record in parse_lines(data, history.stats):
             if not isinstance(record, StepRecord):
                 continue
@@ -153,7 +161,7 @@ def summarize(history: History, prices: PriceTable, *, by: str = "day") -> dict[
     unpriced: set[str] = set()
     rates: dict[tuple[str, bool, bool, bool, bool], list[int | None]] = {}
     labels: dict[int, str] = {}
-    fmt = "%Y-%m-%d" if by == "day" else "%Y-%m"
+    fmt = "%Y-%m" if by == "month" else "%Y-%m-%d"
     web = prices.web_search_picousd_per_request()
     for step in history.steps.values():
         v = step.values
@@ -196,13 +204,7 @@ def summarize(history: History, prices: PriceTable, *, by: str = "day") -> dict[
     return {
         "models": {m: _finish(r) for m, r in sorted(models.items())},
         "totals": _finish(totals),
-        ("days" if by == "day" else "months"): {
-            p: {
-                **_finish(_sum(rows.values())),
-                "models": {m: _finish(r) for m, r in sorted(rows.items())},
-            }
-            for p, rows in sorted(periods.items())
-        },
+        **_periods(periods, by),
         "unpriced_models": sorted(unpriced),
         "scan": {
             "files": history.files,
@@ -210,6 +212,21 @@ def summarize(history: History, prices: PriceTable, *, by: str = "day") -> dict[
             "steps": len(history.steps),
             "rejected": dict(history.stats.rejected),
         },
+    }
+
+
+def _periods(periods: dict[str, defaultdict[str, dict[str, Any]]], by: str) -> dict[str, Any]:
+    """``days``/``months`` of the JSON (nothing when grouping by model only)."""
+    if by == "model":
+        return {}
+    return {
+        ("days" if by == "day" else "months"): {
+            p: {
+                **_finish(_sum(rows.values())),
+                "models": {m: _finish(r) for m, r in sorted(rows.items())},
+            }
+            for p, rows in sorted(periods.items())
+        }
     }
 
 
@@ -264,6 +281,10 @@ def render_table(summary: dict[str, Any]) -> str:
     for period, data in periods.items():
         for model, r in data["models"].items():
             rows.append(row(period, model, r))
+    if not periods:  # --by model
+        rows[0][0] = "scope"
+        for model, r in summary["models"].items():
+            rows.append(row("all", model, r))
     rows.append(row("total", "", summary["totals"]))
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     lines = [

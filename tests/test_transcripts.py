@@ -451,3 +451,51 @@ def httpx_free_render(app: object) -> str:
     from prometheus_client import generate_latest
 
     return generate_latest(app.registry).decode()  # type: ignore[attr-defined]
+
+
+def test_report_by_model_and_source_state(tmp_path: Path) -> None:
+    (project(tmp_path) / "a.jsonl").write_bytes(
+        assistant("m1", inp=10, out=20)
+        + b"\n"
+        + assistant("m2", inp=1, out=2, model="claude-opus-4-6")
+        + b"\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "CLAUDE_"))}
+    env["CLAUDE_CONFIG_DIR"] = str(tmp_path)
+    by_model = subprocess.run(
+        [sys.executable, "-m", "otel_claude", "report", "--by", "model", "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    doc = json.loads(by_model.stdout)
+    assert "days" not in doc and doc["totals"]["output"] == 22
+    table = subprocess.run(
+        [sys.executable, "-m", "otel_claude", "report", "--by", "model"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert table.stdout.splitlines()[0].startswith("scope")
+    assert "claude-opus-4-6" in table.stdout
+    state = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "otel_claude",
+            "report",
+            "--source",
+            "state",
+            "--state-dir",
+            str(tmp_path / "none"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert state.returncode == 1 and "nothing counted yet" in state.stderr

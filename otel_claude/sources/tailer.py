@@ -257,7 +257,22 @@ class TranscriptTailer:
 
     def run(self, stop: threading.Event) -> None:
         """Initial scan, then follow changes until ``stop`` is set."""
+        started = time.monotonic()
+        log.info(
+            "initial transcript scan", extra={"fields": {"roots": [str(r) for r in self.roots]}}
+        )
         self._timed(self.scan)
+        log.info(
+            "initial transcript scan done",
+            extra={
+                "fields": {
+                    "files": len(self._positions),
+                    "lines": self.stats.lines,
+                    "rejected": sum(self.stats.rejected.values()),
+                    "seconds": round(time.monotonic() - started, 3),
+                }
+            },
+        )
         if self._inotify:
             try:
                 self._watch(stop)

@@ -155,7 +155,7 @@ def _parser() -> argparse.ArgumentParser:
 @contextmanager
 def _state_lock(settings: Settings) -> Iterator[None]:
     """Hold the state directory exclusively: one writer process per ledger."""
-    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    settings.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     handle = open(settings.state_dir / "lock", "a+")
     try:
         try:

@@ -278,7 +278,11 @@ class Ledger:
         self._rates: dict[tuple[str, int, int], int | None] = {}
         try:
             if self.path != ":memory:":
-                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+                Path(self.path).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+                if not read_only and not Path(self.path).exists():
+                    # Usage data is private: the database (and the WAL and shared-memory
+                    # files SQLite creates with its mode) readable by the owner only.
+                    Path(self.path).touch(mode=0o600)
             if read_only:
                 self._conn = sqlite3.connect(
                     f"{Path(self.path).resolve().as_uri()}?mode=ro",
@@ -295,6 +299,17 @@ class Ledger:
                 if synchronous.upper() not in {"OFF", "NORMAL", "FULL", "EXTRA"}:
                     raise LedgerError(f"unknown synchronous mode {synchronous!r}")
                 self._conn.execute(f"PRAGMA synchronous={synchronous.upper()}")
+                tables = {
+                    row[0]
+                    for row in self._conn.execute(
+                        "SELECT name FROM sqlite_master WHERE type = 'table'"
+                    )
+                }
+                if tables and "meta" not in tables:
+                    raise LedgerError(
+                        f"{self.path} is an SQLite database of something else (tables: "
+                        f"{', '.join(sorted(tables)[:5])}); refusing to use it as a ledger"
+                    )
                 self._conn.executescript(_SCHEMA)
             self._check_schema()
             self._totals = self._load_totals()

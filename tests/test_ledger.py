@@ -313,3 +313,36 @@ def test_kill_between_apply_and_commit_loses_and_repeats_nothing(
     _apply_lines(reopened, lines)  # the client retries everything
     assert_matches_truth(reopened.snapshot(), truth)
     assert os.path.exists(db)
+
+
+def test_state_files_are_private(tmp_path: Path) -> None:
+    from otel_claude.pricing import load_price_table
+
+    state = tmp_path / "fresh" / "state"
+    ledger = Ledger(state / "ledger.sqlite3", prices=load_price_table())
+    ledger.apply([step("m1", input=1)], source="sdk")
+    assert (state.stat().st_mode & 0o777) == 0o700
+    for name in ("ledger.sqlite3", "ledger.sqlite3-wal"):
+        assert ((state / name).stat().st_mode & 0o777) == 0o600, name
+    ledger.close()
+
+
+def test_foreign_or_corrupt_state_is_refused(tmp_path: Path) -> None:
+    import sqlite3
+
+    import pytest
+
+    from otel_claude.errors import LedgerError
+    from otel_claude.pricing import load_price_table
+
+    garbage = tmp_path / "garbage.sqlite3"
+    garbage.write_bytes(b"this is not a database, just some bytes" * 100)
+    with pytest.raises(LedgerError, match="cannot open ledger"):
+        Ledger(garbage, prices=load_price_table())
+    foreign = tmp_path / "foreign.sqlite3"
+    with sqlite3.connect(foreign) as db:
+        db.execute("CREATE TABLE invoices (id INTEGER)")
+    with pytest.raises(LedgerError, match="something else"):
+        Ledger(foreign, prices=load_price_table())
+    with sqlite3.connect(foreign) as db:  # untouched
+        assert [r[0] for r in db.execute("SELECT name FROM sqlite_master")] == ["invoices"]

@@ -191,6 +191,7 @@ def run_serve(
 ) -> int:
     """Serve until SIGTERM/SIGINT; ``on_started(stop, url)`` runs in a thread once listening."""
     from otel_claude.app import build_app
+    from otel_claude.landing import LandingData
     from otel_claude.server import ExporterServer, IngestEndpoint
 
     with _state_lock(settings):
@@ -204,6 +205,7 @@ def run_serve(
                 registry=app.registry,
                 ingest=ingest,
                 sources=app.health,
+                landing=LandingData.for_app(app),
             )
         except OSError as exc:
             app.close()

@@ -8,7 +8,6 @@ means the messages survive a crash of the exporter.
 from __future__ import annotations
 
 import hmac
-import html
 import json
 import logging
 import time
@@ -22,6 +21,7 @@ from prometheus_client.exposition import choose_encoder
 from otel_claude import __version__
 from otel_claude.errors import LedgerError
 from otel_claude.health import SourceHealth
+from otel_claude.landing import LandingData, render_landing
 from otel_claude.ledger import Ledger
 from otel_claude.sources.ingest import parse_body
 
@@ -29,6 +29,13 @@ log = logging.getLogger(__name__)
 
 INGEST_SOURCE = "ingest"
 MAX_REJECTIONS_LISTED = 1000
+# The landing page runs no script and loads nothing: say so to the browser.
+LANDING_HEADERS = {
+    "Cache-Control": "no-store",
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; img-src data:",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
 
 
 class IngestEndpoint:
@@ -97,10 +104,13 @@ class ExporterServer(ThreadingHTTPServer):
         registry: CollectorRegistry,
         ingest: IngestEndpoint,
         sources: SourceHealth,
+        landing: LandingData | None = None,
     ) -> None:
         self.registry = registry
         self.ingest = ingest
         self.sources = sources
+        # Without landing data the page shows the sources only (no figures).
+        self.landing = landing if landing is not None else LandingData(sources)
         self.started = time.time()
         super().__init__(address, _Handler)
 
@@ -161,22 +171,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(200, {"ready": True})
 
     def _landing(self) -> None:
-        rows = "".join(
-            f"<tr><td>{html.escape(name)}</td><td>{'up' if ok else 'down'}</td></tr>"
-            for name, ok in sorted(self.server.sources.up().items())
-        )
-        waiting = self.server.sources.not_ready()
-        page = f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>otel-claude</title></head>
-<body><h1>otel-claude {html.escape(__version__)}</h1>
-<p>Claude usage, prompt-cache and cost metrics.
-Ready: {"yes" if not waiting else "waiting for " + html.escape(", ".join(waiting))}.</p>
-<table><tr><th>source</th><th>state</th></tr>{rows}</table>
-<ul><li><a href="/metrics">/metrics</a></li><li><a href="/healthz">/healthz</a></li>
-<li><a href="/readyz">/readyz</a></li><li>POST /v1/events (SDK / stream-json messages)</li></ul>
-</body></html>
-"""
-        self._send(200, page.encode(), "text/html; charset=utf-8")
+        page = render_landing(self.server.landing.view())
+        self._send(200, page.encode(), "text/html; charset=utf-8", LANDING_HEADERS)
 
     def do_POST(self) -> None:
         path = self.path.split("?", 1)[0]

@@ -10,8 +10,8 @@ run: $(VENV)/.runtime            ## create the venv, install, start the exporter
 	$(BIN)/otel-claude serve $(ARGS)
 
 test: $(VENV)/.test system-deps  ## install test dependencies and run the whole suite
-	$(BIN)/ruff check otel_claude tests bench examples grafana deploy
-	$(BIN)/ruff format --check otel_claude tests bench examples grafana deploy
+	$(BIN)/ruff check otel_claude tests bench examples grafana deploy docs
+	$(BIN)/ruff format --check otel_claude tests bench examples grafana deploy docs
 	$(BIN)/mypy
 	$(BIN)/pytest -q
 

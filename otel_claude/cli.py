@@ -1,4 +1,4 @@
-"""The ``otel-claude`` command: ``serve``, ``ingest``, ``report`` and ``check``."""
+"""The ``otel-claude`` command: serve, demo, ingest, report, backfill and check."""
 
 from __future__ import annotations
 

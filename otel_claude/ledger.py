@@ -523,9 +523,9 @@ class Ledger:
             try:
                 self._conn.execute("BEGIN IMMEDIATE")
                 for kind, sql in (
-                    ("step", "DELETE FROM steps WHERE seen_at < ?"),
-                    ("result", "DELETE FROM results WHERE seen_at < ?"),
-                    ("call", "DELETE FROM calls WHERE updated_at < ?"),
+                    ("steps", "DELETE FROM steps WHERE seen_at < ?"),
+                    ("results", "DELETE FROM results WHERE seen_at < ?"),
+                    ("calls", "DELETE FROM calls WHERE updated_at < ?"),
                 ):
                     n = self._conn.execute(sql, (cutoff,)).rowcount
                     if n:

@@ -259,7 +259,7 @@ def test_keys_pruned_after_horizon(make_ledger: Callable[..., Ledger]) -> None:
     now[0] += 60  # m1/r1 are now 110 s old, m2 60 s
     assert ledger.prune() == 3
     assert ledger.key_counts() == {"steps": 1, "calls": 1, "results": 0}
-    assert _family(ledger.snapshot(), PRUNED) == {("step",): 1, ("call",): 1, ("result",): 1}
+    assert _family(ledger.snapshot(), PRUNED) == {("steps",): 1, ("calls",): 1, ("results",): 1}
     assert _tokens(ledger) == {("claude-sonnet-4-5", "input"): 6}  # totals never shrink
 
 

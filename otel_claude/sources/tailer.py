@@ -21,6 +21,7 @@ from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 
+from otel_claude.errors import LedgerError
 from otel_claude.health import SourceHealth
 from otel_claude.ledger import Ledger
 from otel_claude.records import Normalized, StepRecord
@@ -325,10 +326,15 @@ class TranscriptTailer:
             action()
         except Exception as exc:
             log.exception("transcript scan failed")
+            reason = (
+                "ledger"
+                if isinstance(exc, LedgerError)
+                else "io"
+                if isinstance(exc, OSError)
+                else "internal"
+            )
             if self._health is not None:
-                self._health.failed(
-                    NAME, reason=type(exc).__name__, duration=time.monotonic() - started
-                )
+                self._health.failed(NAME, reason=reason, duration=time.monotonic() - started)
             return
         if self._health is not None:
             self._health.succeeded(NAME, at=self._clock(), duration=time.monotonic() - started)

@@ -151,7 +151,7 @@ def _traffic(stop: threading.Event, url: str, live_file: Path, ids: Iterator[int
             try:
                 client.post(f"{url}/v1/events", content=body.encode())
             except httpx.HTTPError:
-                pass  # the exporter is stopping
+                continue  # the exporter is stopping; the loop ends with it
 
 
 def _start_prometheus(url: str, workdir: Path) -> subprocess.Popen[bytes] | None:

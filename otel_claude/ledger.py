@@ -337,28 +337,9 @@ class Ledger:
             now = self._clock()
             summary = ApplySummary()
             delta: defaultdict[CounterKey, int] = defaultdict(int)
-            conn = self._conn
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    self._apply_items(items, source, now, summary, delta)
-                    self._write_counters(delta)
-                    if cursors:
-                        conn.executemany(
-                            "INSERT INTO cursors (name, value) VALUES (?, ?) "
-                            "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
-                            list(cursors.items()),
-                        )
-                    if self._before_commit is not None:
-                        self._before_commit()
-                    conn.execute("COMMIT")
-                except BaseException:
-                    conn.execute("ROLLBACK")
-                    raise
-            except sqlite3.Error as exc:
-                raise LedgerError(f"cannot write ledger: {exc}") from exc
-            for key, value in delta.items():
-                self._totals[key] = self._totals.get(key, 0) + value
+            self._commit(
+                lambda: self._apply_items(items, source, now, summary, delta), delta, cursors
+            )
             for kind, added in summary.new_keys.items():
                 self._key_counts[kind] = self._key_counts.get(kind, 0) + added
             if now - self._last_prune >= self._prune_every:
@@ -383,56 +364,77 @@ class Ledger:
         """
         with self._lock:
             delta: defaultdict[CounterKey, int] = defaultdict(int)
-            conn = self._conn
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    known = self._load_buckets(values)
-                    # Rows repeated within one read are parts of one value: add them up.
-                    served: dict[tuple[str, str, str, str, str], int] = {}
-                    label_sets: dict[str, tuple[str, ...]] = {}
-                    for v in values:
-                        joined = "\x1f".join(v.labels)
-                        label_sets[joined] = v.labels
-                        bkey = (v.source, v.bucket, v.group, v.family, joined)
-                        served[bkey] = served.get(bkey, 0) + v.value
-                    rows = []
-                    for bkey, value in served.items():
-                        family, labels = bkey[3], label_sets[bkey[4]]
-                        high, last = known.get(bkey, (0, 0))
-                        if value > high:
-                            if not baseline:
-                                delta[(family, labels)] += value - high
-                            high = value
-                        if value < last and not baseline:
-                            delta[(family + REVISED_DOWN, labels)] += last - value
-                        last = value
-                        known[bkey] = (high, last)
-                        rows.append((*bkey, str(high), str(last)))
-                    conn.executemany(
-                        "INSERT INTO buckets (source, bucket, grp, family, labels, high, last) "
-                        "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (source, bucket, grp, family, "
-                        "labels) DO UPDATE SET high = excluded.high, last = excluded.last",
-                        rows,
-                    )
-                    self._write_counters(delta)
-                    if cursors:
-                        conn.executemany(
-                            "INSERT INTO cursors (name, value) VALUES (?, ?) "
-                            "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
-                            list(cursors.items()),
-                        )
-                    if self._before_commit is not None:
-                        self._before_commit()
-                    conn.execute("COMMIT")
-                except BaseException:
-                    conn.execute("ROLLBACK")
-                    raise
-            except sqlite3.Error as exc:
-                raise LedgerError(f"cannot write ledger: {exc}") from exc
-            for key, value in delta.items():
-                self._totals[key] = self._totals.get(key, 0) + value
+            self._commit(lambda: self._apply_buckets(values, baseline, delta), delta, cursors)
             return dict(delta)
+
+    def _apply_buckets(
+        self,
+        values: Sequence[BucketValue],
+        baseline: bool,
+        delta: defaultdict[CounterKey, int],
+    ) -> None:
+        conn = self._conn
+        known = self._load_buckets(values)
+        # Rows repeated within one read are parts of one value: add them up.
+        served: dict[tuple[str, str, str, str, str], int] = {}
+        label_sets: dict[str, tuple[str, ...]] = {}
+        for v in values:
+            joined = "\x1f".join(v.labels)
+            label_sets[joined] = v.labels
+            bkey = (v.source, v.bucket, v.group, v.family, joined)
+            served[bkey] = served.get(bkey, 0) + v.value
+        rows = []
+        for bkey, value in served.items():
+            family, labels = bkey[3], label_sets[bkey[4]]
+            high, last = known.get(bkey, (0, 0))
+            if value > high:
+                if not baseline:
+                    delta[(family, labels)] += value - high
+                high = value
+            if value < last and not baseline:
+                delta[(family + REVISED_DOWN, labels)] += last - value
+            last = value
+            known[bkey] = (high, last)
+            rows.append((*bkey, str(high), str(last)))
+        conn.executemany(
+            "INSERT INTO buckets (source, bucket, grp, family, labels, high, last) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (source, bucket, grp, family, "
+            "labels) DO UPDATE SET high = excluded.high, last = excluded.last",
+            rows,
+        )
+
+    def _commit(
+        self,
+        work: Callable[[], None],
+        delta: defaultdict[CounterKey, int],
+        cursors: Mapping[str, str] | None,
+    ) -> None:
+        """Run ``work`` and commit its counters and ``cursors`` in one transaction.
+
+        Nothing reaches the in-memory totals unless the commit succeeded.
+        """
+        conn = self._conn
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                work()
+                self._write_counters(delta)
+                if cursors:
+                    conn.executemany(
+                        "INSERT INTO cursors (name, value) VALUES (?, ?) "
+                        "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                        list(cursors.items()),
+                    )
+                if self._before_commit is not None:
+                    self._before_commit()
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            raise LedgerError(f"cannot write ledger: {exc}") from exc
+        for key, value in delta.items():
+            self._totals[key] = self._totals.get(key, 0) + value
 
     def forget_buckets(self, source: str, before: str) -> int:
         """Drop bucket state of ``source`` older than ``before`` (never re-read again)."""

@@ -76,40 +76,20 @@ class CostReport:
         settle_from = today - timedelta(days=SETTLE_DAYS)
         cursor = self._ledger.cursor(f"{SOURCE}:start")
         start = min(month_start, settle_from, parse_time(cursor) if cursor else self._since)
-        params = [
-            ("starting_at", iso(start)),
-            ("bucket_width", "1d"),
-            ("limit", "31"),
-            ("group_by[]", "workspace_id"),
-            ("group_by[]", "description"),
-        ]
         values: list[BucketValue] = []
         today_cents: defaultdict[str, Decimal] = defaultdict(Decimal)
         month_cents: defaultdict[str, Decimal] = defaultdict(Decimal)
         newest: datetime | None = None
-        for page in self._client.pages(ENDPOINT, params):
-            for bucket in page.get("data") or []:
-                try:
-                    day = parse_time(bucket.get("starting_at"))
-                    ends = parse_time(bucket.get("ending_at"))
-                except (ValueError, AttributeError):
-                    self.skipped_items += 1
-                    continue
-                if ends <= now and (newest is None or ends > newest):
-                    newest = ends
-                for item in bucket.get("results") or []:
-                    parsed = self._item(item)
-                    if parsed is None:
-                        continue
-                    labels, group, cents = parsed
-                    workspace = labels[0]
-                    if day == today:
-                        today_cents[workspace] += cents
-                    if day >= month_start:
-                        month_cents[workspace] += cents
-                    if day >= self._since:
-                        pico = int((cents * _PICO_PER_CENT).to_integral_value())
-                        values.append(BucketValue(SOURCE, iso(day), group, API_COST, labels, pico))
+        for day, ends, labels, group, cents in self.read(start, now=now):
+            if ends <= now and (newest is None or ends > newest):
+                newest = ends
+            workspace = labels[0]
+            if day == today:
+                today_cents[workspace] += cents
+            if day >= month_start:
+                month_cents[workspace] += cents
+            if day >= self._since:
+                values.append(self.value(day, labels, group, cents))
         self._ledger.apply_buckets(values, cursors={f"{SOURCE}:start": iso(settle_from)})
         self._ledger.forget_buckets(SOURCE, before=iso(min(settle_from, month_start)))
         self.today_usd = {ws: c / 100 for ws, c in today_cents.items()}

@@ -142,26 +142,7 @@ class UsageReport:
                 "usage grouping changed: counting resumes from new usage only",
                 extra={"fields": {"was": previous, "now": self.signature}},
             )
-        params = [
-            ("starting_at", iso(start)),
-            ("bucket_width", self.width),
-            ("limit", str(MAX_LIMIT[self.width])),
-        ]
-        params += [("group_by[]", dim) for dim in self.group_by]
-        values: list[BucketValue] = []
-        newest: datetime | None = None
-        for page in self._client.pages(ENDPOINT, params):
-            for bucket in page.get("data") or []:
-                try:
-                    begins = parse_time(bucket.get("starting_at"))
-                    ends = parse_time(bucket.get("ending_at"))
-                except (ValueError, AttributeError):
-                    self.skipped_items += 1
-                    continue
-                if ends <= now and (newest is None or ends > newest):
-                    newest = ends
-                for item in bucket.get("results") or []:
-                    self._item(values, iso(begins), item)
+        values, newest = self.fetch(start, now=now)
         self._ledger.apply_buckets(
             values,
             cursors={f"{SOURCE}:start": iso(window), f"{SOURCE}:signature": self.signature},

@@ -465,4 +465,4 @@ class _Handler(BaseHTTPRequestHandler):
         return super().date_time_string(timestamp)
 
     def log_message(self, format: str, *args: Any) -> None:
-        pass  # requests are recorded in Simulator.requests instead
+        return  # requests are recorded in Simulator.requests instead

@@ -207,6 +207,47 @@ def _settings_list() -> tuple[Setting, ...]:
             shown_default=f"{config.DEFAULT_MAX_BODY} (16 MiB)",
             minimum=1,
         ),
+        Setting(
+            "ingest",
+            "ingest.max_line_bytes",
+            "ingest_max_line_bytes",
+            defaults.ingest_max_line_bytes,
+            "integer ≥ 1",
+            "Longest accepted line (surrounding blanks aside) of a `POST /v1/events` body, of "
+            "`otel-claude ingest` input and of a transcript; a longer one is rejected as "
+            "`line_too_long` without being decoded (a transcript line that cannot carry usage "
+            "is skipped as usual). A JSON array body is bounded by the body size and message "
+            "count instead.",
+            env=("OTEL_CLAUDE_INGEST_MAX_LINE_BYTES",),
+            example=65536,
+            shown_default=f"{messages.DEFAULT_MAX_LINE_BYTES} (4 MiB)",
+            minimum=1,
+        ),
+        Setting(
+            "ingest",
+            "ingest.max_json_depth",
+            "ingest_max_json_depth",
+            defaults.ingest_max_json_depth,
+            "integer ≥ 1",
+            "Deepest nesting of one message (an object is depth 1); a deeper message is "
+            "rejected as `too_deep`. Anything deeper than 1024 is always rejected (the JSON "
+            "parser's own limit).",
+            env=("OTEL_CLAUDE_INGEST_MAX_JSON_DEPTH",),
+            example=16,
+            minimum=1,
+        ),
+        Setting(
+            "ingest",
+            "ingest.max_batch_messages",
+            "ingest_max_batch_messages",
+            defaults.ingest_max_batch_messages,
+            "integer ≥ 1",
+            "Most messages (non-blank NDJSON lines or array elements) in one `POST /v1/events` "
+            "body; a body with more gets 413 and nothing of it is applied.",
+            env=("OTEL_CLAUDE_INGEST_MAX_BATCH_MESSAGES",),
+            example=500,
+            minimum=1,
+        ),
         # --- ledger --------------------------------------------------------------------
         Setting(
             "ledger",
@@ -241,6 +282,17 @@ def _settings_list() -> tuple[Setting, ...]:
             f"Distinct `model` label values kept; further model names are counted as "
             f"`{ledger.OTHER_MODEL}`.",
             example=50,
+            minimum=1,
+        ),
+        Setting(
+            "ledger",
+            "ledger.max_series_per_family",
+            "max_series_per_family",
+            defaults.max_series_per_family,
+            "integer ≥ 1",
+            "Distinct label sets kept per counter family; new ones beyond it fold into "
+            "`other` (counted in `otel_claude_series_folded_total`).",
+            example=5000,
             minimum=1,
         ),
         # --- pricing -------------------------------------------------------------------
@@ -717,20 +769,7 @@ def _label_values() -> tuple[LabelValues, ...]:
         LabelValues(
             "reason",
             "`otel_claude_ingest_rejected_total`",
-            (
-                "invalid_json",
-                "invalid_utf8",
-                "not_an_object",
-                "missing_type",
-                "invalid_message",
-                "missing_model",
-                "missing_message_id",
-                "missing_usage",
-                "invalid_usage",
-                "missing_session_id",
-                "invalid_field",
-                "invalid_cost",
-            ),
+            messages.REJECT_REASONS,
             "why a message was unusable (it is not counted; the good ones beside it are)",
         ),
         LabelValues(

@@ -70,6 +70,7 @@ def open_ledger(
         dedup_horizon_s=settings.dedup_horizon_days * 86400,
         synchronous=settings.ledger_synchronous,
         max_models=settings.max_models,
+        max_series_per_family=settings.max_series_per_family,
         read_only=read_only,
     )
 
@@ -108,6 +109,7 @@ def build_app(
             project_label=settings.project_label,
             project_allow=settings.project_allow,
         )
+        app.tailer.stats.limits = settings.ingest_limits
     stats: RequestStats | None = None
     admin_gauges: AdminCollector | None = None
     if settings.admin_api_key:

@@ -197,7 +197,10 @@ def run_serve(
     with _state_lock(settings):
         app = build_app(settings, env)
         ingest = IngestEndpoint(
-            app.ledger, token=settings.ingest_token, max_bytes=settings.ingest_max_bytes
+            app.ledger,
+            token=settings.ingest_token,
+            max_bytes=settings.ingest_max_bytes,
+            limits=settings.ingest_limits,
         )
         try:
             server = ExporterServer(
@@ -317,7 +320,7 @@ def _ingest(settings: Settings, args: argparse.Namespace) -> int:
                 ledger = _open_ledger(settings)
                 try:
                     for chunk in _chunks(stream):
-                        parsed = list(iter_lines(chunk, "ingest"))
+                        parsed = list(iter_lines(chunk, "ingest", settings.ingest_limits))
                         summary = ledger.apply([rec for _, rec in parsed], source="ingest")
                         totals["accepted"] += summary.accepted
                         totals["duplicates"] += summary.duplicates

@@ -18,6 +18,12 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from otel_claude.errors import ConfigError, Problem
+from otel_claude.sources.messages import (
+    DEFAULT_MAX_BATCH_MESSAGES,
+    DEFAULT_MAX_JSON_DEPTH,
+    DEFAULT_MAX_LINE_BYTES,
+    Limits,
+)
 from otel_claude.sources.transcripts import projects_dirs
 
 DEFAULT_LISTEN = "127.0.0.1:9477"
@@ -38,8 +44,14 @@ _FILE_KEYS: dict[str, set[str]] = {
         "transcripts",
     },
     "transcripts": {"enabled", "poll_interval_s", "use_inotify", "project_label"},
-    "ingest": {"token_file", "max_body_bytes"},
-    "ledger": {"dedup_horizon_days", "synchronous", "max_models"},
+    "ingest": {
+        "token_file",
+        "max_body_bytes",
+        "max_line_bytes",
+        "max_json_depth",
+        "max_batch_messages",
+    },
+    "ledger": {"dedup_horizon_days", "synchronous", "max_models", "max_series_per_family"},
     "pricing": {"file", "models"},
     "admin": {
         "api_url",
@@ -75,9 +87,13 @@ class Settings:
     log_format: str = "logfmt"
     ingest_token: str | None = field(default=None, repr=False)
     ingest_max_bytes: int = DEFAULT_MAX_BODY
+    ingest_max_line_bytes: int = DEFAULT_MAX_LINE_BYTES
+    ingest_max_json_depth: int = DEFAULT_MAX_JSON_DEPTH
+    ingest_max_batch_messages: int = DEFAULT_MAX_BATCH_MESSAGES
     dedup_horizon_days: float = DEFAULT_HORIZON_DAYS
     ledger_synchronous: str = "normal"
     max_models: int = 200
+    max_series_per_family: int = 10_000
     prices_file: Path | None = None
     price_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
     admin_api_key: str | None = field(default=None, repr=False)
@@ -99,6 +115,15 @@ class Settings:
     transcripts_inotify: bool = True
     project_label: bool = False
     project_allow: tuple[str, ...] = ()  # empty: every project (up to a cap)
+
+    @property
+    def ingest_limits(self) -> Limits:
+        """The bounds on ingested and transcript lines (``[ingest]`` settings)."""
+        return Limits(
+            max_line_bytes=self.ingest_max_line_bytes,
+            max_json_depth=self.ingest_max_json_depth,
+            max_batch_messages=self.ingest_max_batch_messages,
+        )
 
     @property
     def ledger_path(self) -> Path:
@@ -144,6 +169,9 @@ def load_settings(
         ("log_level", "OTEL_CLAUDE_LOG_LEVEL"),
         ("log_format", "OTEL_CLAUDE_LOG_FORMAT"),
         ("ingest.max_body_bytes", "OTEL_CLAUDE_INGEST_MAX_BYTES"),
+        ("ingest.max_line_bytes", "OTEL_CLAUDE_INGEST_MAX_LINE_BYTES"),
+        ("ingest.max_json_depth", "OTEL_CLAUDE_INGEST_MAX_JSON_DEPTH"),
+        ("ingest.max_batch_messages", "OTEL_CLAUDE_INGEST_MAX_BATCH_MESSAGES"),
         ("ledger.dedup_horizon_days", "OTEL_CLAUDE_DEDUP_HORIZON_DAYS"),
         ("admin.api_url", "OTEL_CLAUDE_ADMIN_API_URL"),
         ("admin.poll_interval", "OTEL_CLAUDE_POLL_INTERVAL"),
@@ -189,8 +217,12 @@ def load_settings(
         else:
             values["log_format"] = value
     _number(raw, "ingest.max_body_bytes", "ingest_max_bytes", int, 1, values, problems)
+    _number(raw, "ingest.max_line_bytes", "ingest_max_line_bytes", int, 1, values, problems)
+    _number(raw, "ingest.max_json_depth", "ingest_max_json_depth", int, 1, values, problems)
+    _number(raw, "ingest.max_batch_messages", "ingest_max_batch_messages", int, 1, values, problems)
     _number(raw, "ledger.dedup_horizon_days", "dedup_horizon_days", float, 0.001, values, problems)
     _number(raw, "ledger.max_models", "max_models", int, 1, values, problems)
+    _number(raw, "ledger.max_series_per_family", "max_series_per_family", int, 1, values, problems)
     _number(raw, "admin.poll_interval", "poll_interval", float, 1.0, values, problems)
     if "ledger.synchronous" in raw:
         where, value = raw["ledger.synchronous"]

@@ -10,7 +10,17 @@ Keys are pruned once older than the dedup horizon (default 60 days, ``dedup_hori
 a step id seen again after that would count again, which is why the horizon should exceed
 the longest time old messages can reappear (Claude Code keeps transcripts 30 days by
 default). Nothing is held in memory per key; only the counter totals (one number per
-series) live in RAM.
+series) live in RAM, and their number is capped.
+
+Series cap: a counter family (together with its ``:revised_down`` twin) holds at most
+``max_series_per_family`` distinct label sets. Past it, a new label set is folded: its
+unbounded label values (model, project, workspace, API key, actor, ...) become ``other`` while
+bounded ones (``BOUNDED_LABELS``: token_type, source, ...) are kept, so the value still counts
+in the family total; ``series_folded{family}`` counts the folded updates. The label sets known
+are the keys of the totals, which are reloaded from SQLite, and folding is decided before
+anything is written, so a label set once folded stays folded across restarts (unless the cap
+is raised). Only counter labels are folded: step rows and Admin API bucket state keep the
+original values, so the arithmetic behind the increments is unchanged.
 """
 
 from __future__ import annotations
@@ -56,6 +66,81 @@ UNPRICED = "unpriced_tokens"  # (model,)
 MESSAGES = "ingest_messages"  # (source, outcome)
 REJECTED = "ingest_rejected"  # (source, reason)
 PRUNED = "keys_pruned"  # (kind,)
+SERIES_FOLDED = "series_folded"  # (family,)
+
+#: Label names of every counter family, in stored order: the series cap keeps the values of
+#: the bounded ones and folds the others. The Admin API modules import this one, so their
+#: family keys are spelled out here (tests/test_cardinality.py checks them against the modules).
+LABEL_NAMES: dict[str, tuple[str, ...]] = {
+    TOKENS: ("model", "token_type", "source", "project"),
+    WEB_SEARCH: ("model", "source"),
+    COST: ("model", "cost_source", "project"),
+    STEPS: ("model", "source"),
+    CONVERSATIONS: ("outcome",),
+    UNPRICED: ("model",),
+    MESSAGES: ("source", "outcome"),
+    REJECTED: ("source", "reason"),
+    PRUNED: ("kind",),
+    SERIES_FOLDED: ("family",),
+    "api_tokens": (
+        "token_type",
+        "model",
+        "workspace_id",
+        "api_key_id",
+        "service_tier",
+        "context_window",
+        "inference_geo",
+    ),
+    "api_web_search": (
+        "model",
+        "workspace_id",
+        "api_key_id",
+        "service_tier",
+        "context_window",
+        "inference_geo",
+    ),
+    "api_cost_pico": (
+        "workspace_id",
+        "cost_type",
+        "model",
+        "token_type",
+        "service_tier",
+        "context_window",
+    ),
+    "cc_sessions": ("actor",),
+    "cc_lines": ("actor", "type"),
+    "cc_commits": ("actor",),
+    "cc_pull_requests": ("actor",),
+    "cc_tool_decisions": ("actor", "tool", "decision"),
+    "cc_tokens": ("actor", "model", "token_type"),
+    "cc_cost_pico": ("actor", "model"),
+}
+
+#: Labels whose values come from a small fixed vocabulary: kept when a label set is folded.
+BOUNDED_LABELS = frozenset(
+    {
+        "token_type",
+        "cost_source",
+        "cost_type",
+        "source",
+        "outcome",
+        "decision",
+        "type",
+        "tool",
+        "reason",
+        "kind",
+        "service_tier",
+        "context_window",
+        "family",
+    }
+)
+
+#: Label value of folded labels (the same word as the model cap's).
+FOLDED = "other"
+#: Series a full family may still gain as folded label sets (one per combination of bounded
+#: values: a few dozen in practice). Past ``cap + FOLD_SLACK`` every label folds, so a family
+#: never holds more than ``max_series_per_family + FOLD_SLACK + 1`` label sets.
+FOLD_SLACK = 1000
 
 CounterKey = tuple[str, tuple[str, ...]]
 
@@ -262,6 +347,7 @@ class Ledger:
         dedup_horizon_s: float = 60 * 86400,
         synchronous: str = "normal",
         max_models: int = 200,
+        max_series_per_family: int = 10_000,
         prune_every_s: float = 3600.0,
         before_commit: Callable[[], None] | None = None,
         read_only: bool = False,
@@ -271,6 +357,11 @@ class Ledger:
         self._clock = clock
         self._horizon = dedup_horizon_s
         self._max_models = max_models
+        if max_series_per_family < 1:
+            raise LedgerError(
+                f"max_series_per_family must be at least 1, not {max_series_per_family}"
+            )
+        self._max_series = max_series_per_family
         self._prune_every = prune_every_s
         self._read_only = read_only
         self._before_commit = before_commit
@@ -316,6 +407,7 @@ class Ledger:
         except sqlite3.Error as exc:
             raise LedgerError(f"cannot open ledger at {self.path}: {exc}") from exc
         self._models = {labels[0] for (fam, labels) in self._totals if fam in (TOKENS, STEPS)}
+        self._series = self._count_series()
         self._last_prune = 0.0
         self._key_counts: dict[str, int] = {}
         if read_only:
@@ -411,14 +503,17 @@ class Ledger:
     ) -> None:
         """Run ``work`` and commit its counters and ``cursors`` in one transaction.
 
-        Nothing reaches the in-memory totals unless the commit succeeded.
+        Nothing reaches the in-memory totals unless the commit succeeded. ``delta`` is
+        replaced by what was counted: the same increments, new label sets past the series cap
+        folded, plus their ``series_folded`` count.
         """
         conn = self._conn
         try:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 work()
-                self._write_counters(delta)
+                counted = self._cap(delta)
+                self._write_counters(counted)
                 if cursors:
                     conn.executemany(
                         "INSERT INTO cursors (name, value) VALUES (?, ?) "
@@ -433,8 +528,9 @@ class Ledger:
                 raise
         except sqlite3.Error as exc:
             raise LedgerError(f"cannot write ledger: {exc}") from exc
-        for key, value in delta.items():
-            self._totals[key] = self._totals.get(key, 0) + value
+        self._add_totals(counted)
+        delta.clear()
+        delta.update(counted)
 
     def forget_buckets(self, source: str, before: str) -> int:
         """Drop bucket state of ``source`` older than ``before`` (never re-read again)."""
@@ -535,13 +631,13 @@ class Ledger:
                 delta: defaultdict[CounterKey, int] = defaultdict(int)
                 for kind, n in dropped.items():
                     delta[(PRUNED, (kind,))] += n
-                self._write_counters(delta)
+                counted = self._cap(delta)
+                self._write_counters(counted)
                 self._conn.execute("COMMIT")
             except sqlite3.Error as exc:
                 self._conn.execute("ROLLBACK")
                 raise LedgerError(f"cannot prune ledger: {exc}") from exc
-            for key, value in delta.items():
-                self._totals[key] = self._totals.get(key, 0) + value
+            self._add_totals(counted)
             self._key_counts = self._count_keys()
             self._last_prune = now
             if dropped:
@@ -594,6 +690,70 @@ class Ledger:
             "ON CONFLICT (family, labels) DO UPDATE SET value = excluded.value",
             rows,
         )
+
+    def _count_series(self) -> dict[str, int]:
+        """Distinct label sets per family group (a family and its revised-down twin)."""
+        counts: dict[str, int] = {}
+        for fam, labels in self._totals:
+            group = fam.removesuffix(REVISED_DOWN)
+            if fam != group and (group, labels) in self._totals:
+                continue  # already counted with the family itself
+            counts[group] = counts.get(group, 0) + 1
+        return counts
+
+    def _add_totals(self, counted: Mapping[CounterKey, int]) -> None:
+        """Add committed increments to the totals, keeping the series counts up to date."""
+        totals = self._totals
+        for key, value in counted.items():
+            if key in totals:
+                totals[key] += value
+                continue
+            fam, labels = key
+            if (_twin(fam), labels) not in totals:
+                group = fam.removesuffix(REVISED_DOWN)
+                self._series[group] = self._series.get(group, 0) + 1
+            totals[key] = value
+
+    def _cap(self, delta: Mapping[CounterKey, int]) -> dict[CounterKey, int]:
+        """``delta`` with new label sets past the series cap folded (O(1) per increment).
+
+        A label set already counted in a family, or in its revised-down twin, is kept; a new
+        one is admitted while the group has fewer than ``max_series_per_family`` label sets,
+        else folded. The twin shares the decision, so ``x - x_revised_down`` stays per series.
+        Empty increments of new label sets are dropped (they would add series, not counts).
+        """
+        totals = self._totals
+        out: dict[CounterKey, int] = {}
+        added: dict[str, int] = {}  # group -> label sets admitted by this batch
+        folded: dict[str, int] = {}
+
+        def known(fam: str, labels: tuple[str, ...]) -> bool:
+            return any((f, labels) in totals or (f, labels) in out for f in (fam, _twin(fam)))
+
+        for key, value in delta.items():
+            fam, labels = key
+            if key in totals or key in out or fam == SERIES_FOLDED:
+                out[key] = out.get(key, 0) + value
+                continue
+            if not value:
+                continue
+            target = labels
+            if not known(fam, labels):
+                group = fam.removesuffix(REVISED_DOWN)
+                used = self._series.get(group, 0) + added.get(group, 0)
+                if used >= self._max_series:
+                    target = _fold(group, labels, everything=used >= self._max_series + FOLD_SLACK)
+                    if not known(fam, target):
+                        added[group] = added.get(group, 0) + 1
+                    if target != labels:
+                        folded[fam] = folded.get(fam, 0) + 1
+                else:
+                    added[group] = added.get(group, 0) + 1
+            out[(fam, target)] = out.get((fam, target), 0) + value
+        for fam, count in folded.items():
+            key = (SERIES_FOLDED, (fam,))
+            out[key] = out.get(key, 0) + count
+        return out
 
     def _label_model(self, model: str) -> str:
         """Keep the model label set bounded: beyond ``max_models`` new names become 'other'."""
@@ -851,3 +1011,24 @@ class Ledger:
                     delta[(UNPRICED, (model,))] += amount
             else:
                 delta[(COST, (model, "estimated", project))] += amount * rate
+
+
+def _twin(family: str) -> str:
+    """The other member of a family group: ``x`` <-> ``x:revised_down``."""
+    base = family.removesuffix(REVISED_DOWN)
+    return base + REVISED_DOWN if family == base else base
+
+
+def _fold(group: str, labels: tuple[str, ...], *, everything: bool) -> tuple[str, ...]:
+    """``labels`` with every unbounded value (or, with ``everything``, every value) folded.
+
+    Empty values stay empty (a dimension that is not grouped carries no cardinality); labels
+    of an unknown family all fold.
+    """
+    names = LABEL_NAMES.get(group)
+    if everything or names is None or len(names) != len(labels):
+        return tuple(FOLDED if value else value for value in labels)
+    return tuple(
+        value if not value or name in BOUNDED_LABELS else FOLDED
+        for name, value in zip(names, labels, strict=True)
+    )

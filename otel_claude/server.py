@@ -23,7 +23,7 @@ from otel_claude.errors import LedgerError
 from otel_claude.health import SourceHealth
 from otel_claude.landing import LandingData, render_landing
 from otel_claude.ledger import Ledger
-from otel_claude.sources.ingest import parse_body
+from otel_claude.sources.ingest import BatchTooLarge, Limits, parse_body
 
 log = logging.getLogger(__name__)
 
@@ -39,12 +39,19 @@ LANDING_HEADERS = {
 
 
 class IngestEndpoint:
-    """The semantics of ``POST /v1/events``, independent of the HTTP plumbing."""
+    """The semantics of ``POST /v1/events``, independent of the HTTP plumbing.
 
-    def __init__(self, ledger: Ledger, *, token: str | None, max_bytes: int) -> None:
+    ``max_bytes`` is enforced by the handler from ``Content-Length`` before the body is read;
+    ``limits`` (line length, nesting depth, messages per body) apply to the body itself.
+    """
+
+    def __init__(
+        self, ledger: Ledger, *, token: str | None, max_bytes: int, limits: Limits | None = None
+    ) -> None:
         self._ledger = ledger
         self._token = token
         self.max_bytes = max_bytes
+        self.limits = limits if limits is not None else Limits()
 
     def authorized(self, header: str | None) -> bool:
         """Whether the ``Authorization`` header carries the ingest token (if one is set)."""
@@ -55,10 +62,29 @@ class IngestEndpoint:
         return hmac.compare_digest(header[7:].strip().encode(), self._token.encode())
 
     def post(self, body: bytes) -> tuple[int, dict[str, Any]]:
-        """Apply one body; return the HTTP status and JSON answer."""
+        """Apply one body; return the HTTP status and JSON answer.
+
+        Never raises: a fault of this code answers 500 (and is logged) rather than dropping
+        the connection without an answer.
+        """
+        try:
+            return self._post(body)
+        except Exception:
+            log.exception("ingest failed")
+            return 500, {"error": "internal error (logged by the exporter); retrying is safe"}
+
+    def _post(self, body: bytes) -> tuple[int, dict[str, Any]]:
         if not body.strip():
             return 400, {"error": "empty body: send a JSON message, a JSON array or NDJSON"}
-        parsed = parse_body(body, INGEST_SOURCE)
+        try:
+            parsed = parse_body(body, INGEST_SOURCE, self.limits)
+        except BatchTooLarge as exc:
+            return 413, {
+                "error": f"{exc.count} messages exceed the limit of {exc.limit} per request; "
+                "split them into batches (nothing was applied)",
+                "messages": exc.count,
+                "max_batch_messages": exc.limit,
+            }
         lines = [line for line, _ in parsed]
         try:
             summary = self._ledger.apply([item for _, item in parsed], source=INGEST_SOURCE)
@@ -120,6 +146,8 @@ class _Handler(BaseHTTPRequestHandler):
     # Headers and body go out in separate writes; with Nagle on, the body waits for the
     # client's delayed ACK (~40 ms per response on Linux).
     disable_nagle_algorithm = True
+    # A client that announces a body and then trickles it must not hold a thread forever.
+    timeout = 30
     server: ExporterServer
     server_version = f"otel-claude/{__version__}"
 

@@ -8,7 +8,7 @@ OpenTelemetry Collector's Prometheus exporter produces exactly the Prometheus na
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from decimal import Decimal
 
@@ -31,6 +31,8 @@ class Family:
     #: Positions of the stored labels that are exposed (None: all). Series that differ only
     #: in hidden labels are summed, e.g. usage dims not in ``group_by``, a dropped actor.
     select: tuple[int, ...] | None = None
+    #: Rewrites exposed label values (after ``select``), e.g. ledger keys into metric names.
+    relabel: Callable[[tuple[str, ...]], tuple[str, ...]] | None = None
 
     def value(self, raw: int) -> int | float:
         """Convert a ledger integer to the exposed number (exact decimal for cost)."""
@@ -47,8 +49,15 @@ def family_series(family: Family, snapshot: Mapping[CounterKey, int]) -> dict[tu
         if key != family.key:
             continue
         shown = labels if select is None else tuple(labels[i] for i in select)
+        if family.relabel is not None:
+            shown = family.relabel(shown)
         out[shown] = out.get(shown, 0) + value
     return out
+
+
+def _metric_names(labels: tuple[str, ...]) -> tuple[str, ...]:
+    """``series_folded{family}``: the ledger family key as the Prometheus counter name."""
+    return tuple(_EXPOSED_NAMES.get(key, key) for key in labels)
 
 
 FAMILIES: tuple[Family, ...] = (
@@ -127,6 +136,17 @@ FAMILIES: tuple[Family, ...] = (
         "{key}",
         "Deduplication keys dropped after the dedup horizon, by kind.",
         ("kind",),
+    ),
+    Family(
+        ledger.SERIES_FOLDED,
+        "otel_claude_series_folded",
+        "otel_claude.series_folded",
+        "{update}",
+        "Counter updates whose new label set was folded (unbounded label values such as "
+        "model, project, API key or actor set to 'other') because the counter already had "
+        "max_series_per_family label sets; the value still counts in the counter's total.",
+        ("family",),
+        relabel=_metric_names,
     ),
 )
 
@@ -295,3 +315,9 @@ def core_families(project_label: bool) -> tuple[Family, ...]:
 
 
 BY_KEY = {family.key: family for family in FAMILIES}
+
+#: Ledger family key -> Prometheus counter name (names never depend on configuration).
+_EXPOSED_NAMES = {
+    family.key: family.name + "_total"
+    for family in (*FAMILIES, *admin_families(usage.DIMENSIONS, "hash"))
+}

@@ -8,15 +8,20 @@ Accepted forms, all mapped to the same ``StepRecord``/``ResultRecord``:
   messages (``{"type": "assistant", "message": {...}}`` / ``{"type": "result", ...}``), plus the
   camelCase keys of Claude Code transcript lines (``sessionId``, ``isApiErrorMessage``).
 
-Anything that cannot be counted without guessing (no ``message.id``, no usage, a negative
-token count) becomes ``Rejected`` with a bounded reason.
+Anything that cannot be counted without guessing (no ``message.id``, no usage, a negative,
+fractional or out-of-range token count) becomes ``Rejected`` with one of ``REJECT_REASONS``.
+Lines read from the wire are also bounded before and after decoding (``Limits``): an
+over-long line is rejected without being decoded, and one nested deeper than allowed is
+rejected before any field of it is used.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -37,6 +42,51 @@ from otel_claude.records import (
 SYNTHETIC_MODEL = "<synthetic>"
 MAX_ID_LENGTH = 256
 MAX_MODEL_LENGTH = 128
+#: The largest count kept: the ledger stores counts as SQLite INTEGER (signed 64-bit).
+MAX_COUNT = (1 << 63) - 1
+#: The largest cost kept, in USD: ``MAX_COUNT`` picodollars (about 9.2 million USD).
+MAX_COST_USD = Decimal(MAX_COUNT) / Decimal(10) ** 12
+#: A cost given as a string longer than this is not read as a number.
+_MAX_NUMBER_TEXT = 64
+
+DEFAULT_MAX_LINE_BYTES = 4 << 20
+DEFAULT_MAX_JSON_DEPTH = 64
+DEFAULT_MAX_BATCH_MESSAGES = 100_000
+
+#: Every ``Rejected.reason`` this package produces: the values of the ``reason`` label.
+REJECT_REASONS: tuple[str, ...] = (
+    "invalid_json",
+    "invalid_utf8",
+    "not_an_object",
+    "line_too_long",
+    "too_deep",
+    "missing_type",
+    "invalid_message",
+    "missing_model",
+    "missing_message_id",
+    "missing_usage",
+    "invalid_usage",
+    "missing_session_id",
+    "invalid_field",
+    "invalid_cost",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Bounds on untrusted input (``[ingest]`` settings); the defaults suit real traffic.
+
+    ``max_line_bytes``: longest line (surrounding whitespace aside), checked before decoding.
+    ``max_json_depth``: deepest nesting of one message (an object is depth 1); orjson itself
+    refuses anything deeper than 1024. ``max_batch_messages``: most messages in one body.
+    """
+
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES
+    max_json_depth: int = DEFAULT_MAX_JSON_DEPTH
+    max_batch_messages: int = DEFAULT_MAX_BATCH_MESSAGES
+
+
+DEFAULT_LIMITS = Limits()
 
 #: Result subtypes kept as ``outcome`` label values; anything else is ``other``.
 OUTCOMES = frozenset(
@@ -115,17 +165,71 @@ def normalize(message: object, source: str) -> Normalized:
         return Rejected(bad.reason, bad.detail)
 
 
-def normalize_line(line: str | bytes, source: str) -> Normalized:
-    """Parse one JSON text (an NDJSON line) and normalize it."""
+def normalize_line(line: str | bytes, source: str, limits: Limits = DEFAULT_LIMITS) -> Normalized:
+    """Parse one JSON text (an NDJSON line) and normalize it, within ``limits``.
+
+    The length limit counts bytes, or characters when ``line`` is a ``str``.
+    """
+    if len(line) > limits.max_line_bytes:
+        return too_long(len(line), limits)
     try:
         value = orjson.loads(line)
     except orjson.JSONDecodeError as exc:
-        if "UTF-8" in str(exc) or "surrogate" in str(exc):
+        text = str(exc)
+        if "UTF-8" in text or "surrogate" in text:
             return Rejected("invalid_utf8", "line is not valid UTF-8")
-        return Rejected("invalid_json", str(exc)[:200])
+        if "depth" in text or "recursion" in text:  # orjson stops at 1024 levels
+            return Rejected("too_deep", "JSON nesting is deeper than 1024 levels")
+        return Rejected("invalid_json", text[:200])
     if not isinstance(value, dict):
         return Rejected("not_an_object", f"expected a JSON object, got {type(value).__name__}")
+    limit = limits.max_json_depth
+    # Each level needs an opening bracket, so few brackets prove the line shallow without
+    # looking at it again; only a line with many (rare) has its decoded value walked.
+    brackets = (
+        line.count(b"{") + line.count(b"[")
+        if isinstance(line, bytes)
+        else line.count("{") + line.count("[")
+    )
+    if brackets > limit and deeper_than(value, limit):
+        return too_deep(limit)
     return normalize(value, source)
+
+
+def too_long(size: int, limits: Limits) -> Rejected:
+    """The rejection of a line of ``size`` bytes beyond ``limits.max_line_bytes``."""
+    return Rejected(
+        "line_too_long",
+        f"line of {size} bytes exceeds the limit of {limits.max_line_bytes} bytes",
+    )
+
+
+def too_deep(limit: int) -> Rejected:
+    """The rejection of a message nested deeper than ``limit`` levels."""
+    return Rejected("too_deep", f"JSON nesting is deeper than {limit} levels")
+
+
+def deeper_than(value: object, limit: int) -> bool:
+    """Whether decoded JSON ``value`` nests more than ``limit`` containers deep.
+
+    Iterative (a deep value cannot exhaust the stack) and stops at the first container
+    beyond the limit. A scalar has depth 0, ``{}`` and ``[]`` depth 1.
+    """
+    if type(value) is not dict and type(value) is not list:
+        return False
+    if limit < 1:
+        return True
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    pop, push = stack.pop, stack.append
+    while stack:
+        node, depth = pop()
+        for child in node.values() if type(node) is dict else node:
+            kind = type(child)
+            if kind is dict or kind is list:
+                if depth >= limit:
+                    return True
+                push((child, depth + 1))
+    return False
 
 
 # --- JSON forms -------------------------------------------------------------------------
@@ -243,10 +347,10 @@ def _plain_step(data: Mapping[str, Any], message: dict[str, Any], source: str) -
         and type(out) is int
         and type(read) is int
         and type(unsplit) is int
-        and inp >= 0
-        and out >= 0
-        and read >= 0
-        and unsplit >= 0
+        and 0 <= inp <= MAX_COUNT
+        and 0 <= out <= MAX_COUNT
+        and 0 <= read <= MAX_COUNT
+        and 0 <= unsplit <= MAX_COUNT
     ):
         return None
     split = usage.get("cache_creation")
@@ -259,7 +363,12 @@ def _plain_step(data: Mapping[str, Any], message: dict[str, Any], source: str) -
         c1h = split.get("ephemeral_1h_input_tokens")
         c5m = 0 if c5m is None else c5m
         c1h = 0 if c1h is None else c1h
-        if not (type(c5m) is int and type(c1h) is int and c5m >= 0 and c1h >= 0):
+        if not (
+            type(c5m) is int
+            and type(c1h) is int
+            and 0 <= c5m <= MAX_COUNT
+            and 0 <= c1h <= MAX_COUNT
+        ):
             return None
         c5m = max(c5m, unsplit - c1h)
     else:
@@ -269,7 +378,7 @@ def _plain_step(data: Mapping[str, Any], message: dict[str, Any], source: str) -
     if type(tools) is dict:
         searches = tools.get("web_search_requests")
         searches = 0 if searches is None else searches
-        if type(searches) is not int or searches < 0:
+        if type(searches) is not int or not 0 <= searches <= MAX_COUNT:
             return None
     session = data.get("session_id")
     if session is None:
@@ -377,9 +486,13 @@ def _result(
     else:
         # Older SDKs send no uuid: identify the message by its own content, so the same
         # result re-sent is still recognised, while two different results stay distinct.
-        digest = hashlib.sha256(
-            json.dumps(identity, sort_keys=True, default=str).encode()
-        ).hexdigest()[:32]
+        try:
+            text = json.dumps(identity, sort_keys=True, default=str)
+        except RecursionError:  # only SDK objects get here this deep: lines are bounded
+            raise _Bad("too_deep", "result message is nested too deeply to identify") from None
+        except (TypeError, ValueError):  # keys of mixed types, a circular reference
+            raise _Bad("invalid_field", "result message cannot be identified") from None
+        digest = hashlib.sha256(text.encode(errors="surrogatepass")).hexdigest()[:32]
         key = f"{session}\x1f#{digest}"
     models: dict[str, ModelTotals] = {}
     if model_usage is not None:
@@ -437,8 +550,12 @@ def _first(data: Mapping[str, Any], *keys: str) -> object:
 
 
 def _count(usage: Mapping[str, Any], key: str, *, required: bool = False) -> int:
+    """A token or request count: a whole number from 0 to ``MAX_COUNT``.
+
+    A float is accepted only when whole (``3.0``; JSON writers differ), never rounded.
+    """
     value = usage.get(key)
-    if type(value) is int and value >= 0:  # the common case, checked first
+    if type(value) is int and 0 <= value <= MAX_COUNT:  # the common case, checked first
         return value
     if value is None:
         if required:
@@ -451,7 +568,9 @@ def _count(usage: Mapping[str, Any], key: str, *, required: bool = False) -> int
             raise _Bad("invalid_usage", f"usage.{key} is not an integer")
     if value < 0:
         raise _Bad("invalid_usage", f"usage.{key} is negative")
-    return value
+    if value > MAX_COUNT:
+        raise _Bad("invalid_usage", f"usage.{key} is beyond 2^63 - 1")
+    return int(value)
 
 
 def _session(value: object, *, required: bool) -> str:
@@ -478,12 +597,16 @@ def _usd_to_pico(value: object, name: str) -> int | None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float | str):
         raise _Bad("invalid_cost", f"{name} is not a number")
+    if isinstance(value, str) and len(value) > _MAX_NUMBER_TEXT:
+        raise _Bad("invalid_cost", f"{name} is not a number")
     try:
         amount = Decimal(str(value))
     except InvalidOperation:
         raise _Bad("invalid_cost", f"{name} is not a number") from None
     if not amount.is_finite() or amount < 0:
         raise _Bad("invalid_cost", f"{name} is negative or not finite")
+    if amount > MAX_COST_USD:
+        raise _Bad("invalid_cost", f"{name} is beyond {MAX_COST_USD:.0f} USD")
     return int((amount * _PICO).to_integral_value())
 
 
@@ -494,10 +617,14 @@ def _timestamp(value: object) -> float | None:
     rather than costing the usage on the line.
     """
     if isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
+        try:
+            seconds = float(value)
+        except OverflowError:  # an int beyond the float range
+            return None
+        return seconds if math.isfinite(seconds) else None
     if isinstance(value, str) and value:
         try:
             return datetime.fromisoformat(value).timestamp()  # 3.11 reads "Z" itself
-        except ValueError:
+        except (ValueError, OverflowError, OSError):  # unreadable, or a year out of range
             return None
     return None

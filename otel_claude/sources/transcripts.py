@@ -5,17 +5,23 @@ Claude Code appends one JSON object per line; one API response is written as sev
 are parsed in full; every other line gets a cheap structural check (an object on one line)
 so garbage is still counted as rejected without paying for JSON decoding of large tool
 results. A final line without its newline is never consumed: it is still being written.
+
+A line longer than ``Limits.max_line_bytes`` that may carry usage is rejected
+(``line_too_long``) without being copied or decoded; an over-long line that cannot carry
+usage (a user line, recognised from its first bytes, or an object without ``"usage"``) is
+skipped like any other such line.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from otel_claude.records import Ignored, Normalized, Rejected
-from otel_claude.sources.messages import normalize_line
+from otel_claude.sources.messages import DEFAULT_LIMITS, Limits, normalize_line, too_long
 
 SOURCE = "transcript"
 _USAGE = b'"usage"'
@@ -63,15 +69,21 @@ class LineStats:
     skipped: int = 0  # valid-looking lines without usage, not decoded
     blank: int = 0
     rejected: dict[str, int] = field(default_factory=dict)
+    #: The bounds applied by ``parse_lines`` to lines counted here (configuration, not a count).
+    limits: Limits = DEFAULT_LIMITS
 
 
-def parse_lines(data: bytes, stats: LineStats, *, source: str = SOURCE) -> list[Normalized]:
+def parse_lines(
+    data: bytes, stats: LineStats, *, source: str = SOURCE, limits: Limits | None = None
+) -> list[Normalized]:
     """Records of every complete line in ``data`` (the caller cut it at a newline).
 
     Lines are located with ``find`` instead of ``split`` so that the large tool-result lines
     that dominate a history are never copied: only lines that carry a usage object are
-    sliced out and decoded.
+    sliced out and decoded. ``limits`` defaults to ``stats.limits``.
     """
+    limits = stats.limits if limits is None else limits
+    max_line = limits.max_line_bytes
     out: list[Normalized] = []
     rejected = stats.rejected
     find = data.find
@@ -83,24 +95,29 @@ def parse_lines(data: bytes, stats: LineStats, *, source: str = SOURCE) -> list[
             end = size
         stats.lines += 1
         first, last = start, end
-        while first < last and data[first] in _SPACE:
-            first += 1
-        while last > first and data[last - 1] in _SPACE:
-            last -= 1
+        if first < last and (data[first] in _SPACE or data[last - 1] in _SPACE):
+            first, last = _trim(data, first, last)
         if first == last:
             stats.blank += 1
         elif _is_user_line(find, first, last) or find(_USAGE, first, last) < 0:
             if data[first] == _BRACE and data[last - 1] == _CLOSE:
                 stats.skipped += 1
             else:  # rare: decode it to say exactly what is wrong
-                record = normalize_line(data[first:last], source)
+                record = (
+                    too_long(last - first, limits)
+                    if last - first > max_line
+                    else normalize_line(data[first:last], source, limits)
+                )
                 if isinstance(record, Rejected):
                     rejected[record.reason] = rejected.get(record.reason, 0) + 1
                     out.append(record)
                 else:
                     stats.skipped += 1
+        elif last - first > max_line:
+            rejected["line_too_long"] = rejected.get("line_too_long", 0) + 1
+            out.append(too_long(last - first, limits))
         else:
-            record = normalize_line(data[first:last], source)
+            record = normalize_line(data[first:last], source, limits)
             if isinstance(record, Ignored):
                 stats.skipped += 1
             else:
@@ -124,8 +141,27 @@ def _is_user_line(find: Callable[..., int], first: int, last: int) -> bool:
     return message > 0 and find(b'"type":"user"', first, message) >= 0
 
 
+def _trim(data: bytes, first: int, last: int) -> tuple[int, int]:
+    """``first``/``last`` moved past surrounding blanks, a block at a time (a blank run may
+    be megabytes long)."""
+    lead = _NOT_SPACE.search(data, first, last)  # one character class: linear, in C
+    if lead is None:
+        return last, last
+    first = lead.start()
+    while last > first:
+        low = max(first, last - _TRIM_BLOCK)
+        kept = len(data[low:last].rstrip(_BLANKS))
+        if kept:
+            return first, low + kept
+        last = low
+    return first, last  # not reached: data[first] is not blank
+
+
 _HEAD = 2048
-_SPACE = frozenset(b" \t\r")
+_BLANKS = b" \t\r"
+_SPACE = frozenset(_BLANKS)
+_NOT_SPACE = re.compile(rb"[^ \t\r]")
+_TRIM_BLOCK = 4096
 _BRACE, _CLOSE = ord("{"), ord("}")
 
 

@@ -295,6 +295,36 @@ def _settings_list() -> tuple[Setting, ...]:
             example=5000,
             minimum=1,
         ),
+        # --- web ----------------------------------------------------------------------
+        Setting(
+            "web",
+            "web.tls_cert_file",
+            "web_tls_cert_file",
+            defaults.web_tls_cert_file,
+            "path of a PEM certificate (it may also hold the key)",
+            "Serve every page over TLS (1.2 or newer).",
+            kind="path",
+        ),
+        Setting(
+            "web",
+            "web.tls_key_file",
+            "web_tls_key_file",
+            defaults.web_tls_key_file,
+            "path of the PEM private key",
+            "The certificate's key, when it is not in the certificate file.",
+            kind="path",
+        ),
+        Setting(
+            "web",
+            "web.basic_auth_users",
+            "web_basic_auth_users",
+            defaults.web_basic_auth_users,
+            "table of user = bcrypt hash (`htpasswd -nBC 12 USER`)",
+            "Require basic auth on every page except `/healthz` (`/v1/events` keeps its "
+            "bearer token), as Prometheus' `web.config.yml` does.",
+            example={"prometheus": "$2b$04$abcdefghijklmnopqrstuu5Rwz0kT6uHnZ8L9rX7W1Yb2Qv3Cd4Ee"},
+            shown_default="none (open)",
+        ),
         # --- pricing -------------------------------------------------------------------
         Setting(
             "pricing",

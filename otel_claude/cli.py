@@ -209,6 +209,7 @@ def run_serve(
                 ingest=ingest,
                 sources=app.health,
                 landing=LandingData.for_app(app),
+                security=settings.web_security(),
             )
         except OSError as exc:
             app.close()
@@ -586,6 +587,10 @@ def _check(settings: Settings, args: argparse.Namespace) -> int:
     except OtelClaudeError as exc:
         problems.append(f"pricing: {exc}")
         prices = None
+    try:
+        settings.web_security().ssl_context()
+    except OtelClaudeError as exc:
+        problems.append(str(exc))
     state = settings.state_dir
     probe = state if state.exists() else next((p for p in state.parents if p.exists()), Path("/"))
     if not os.access(probe, os.W_OK):

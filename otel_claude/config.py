@@ -25,6 +25,7 @@ from otel_claude.sources.messages import (
     Limits,
 )
 from otel_claude.sources.transcripts import projects_dirs
+from otel_claude.websecurity import WebSecurity
 
 DEFAULT_LISTEN = "127.0.0.1:9477"
 DEFAULT_MAX_BODY = 16 * 1024 * 1024
@@ -42,8 +43,10 @@ _FILE_KEYS: dict[str, set[str]] = {
         "pricing",
         "admin",
         "transcripts",
+        "web",
     },
     "transcripts": {"enabled", "poll_interval_s", "use_inotify", "project_label"},
+    "web": {"tls_cert_file", "tls_key_file", "basic_auth_users"},
     "ingest": {
         "token_file",
         "max_body_bytes",
@@ -94,6 +97,9 @@ class Settings:
     ledger_synchronous: str = "normal"
     max_models: int = 200
     max_series_per_family: int = 10_000
+    web_tls_cert_file: Path | None = None  # PEM certificate (may also hold the key)
+    web_tls_key_file: Path | None = None
+    web_basic_auth_users: dict[str, str] = field(default_factory=dict, repr=False)
     prices_file: Path | None = None
     price_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
     admin_api_key: str | None = field(default=None, repr=False)
@@ -123,6 +129,12 @@ class Settings:
             max_line_bytes=self.ingest_max_line_bytes,
             max_json_depth=self.ingest_max_json_depth,
             max_batch_messages=self.ingest_max_batch_messages,
+        )
+
+    def web_security(self) -> WebSecurity:
+        """A fresh TLS / basic-auth guard for the HTTP pages (one per server)."""
+        return WebSecurity(
+            self.web_tls_cert_file, self.web_tls_key_file, dict(self.web_basic_auth_users)
         )
 
     @property
@@ -307,6 +319,7 @@ def load_settings(
                 values[attr] = switch
     _number(raw, "transcripts.poll_interval_s", "transcripts_poll_s", float, 0.05, values, problems)
     values["transcript_roots"] = tuple(projects_dirs(env))
+    _web(raw, values, problems)
     if "transcripts.project_label" in raw:
         where, value = raw["transcripts.project_label"]
         switch = _flag(value) if not isinstance(value, list) else None
@@ -383,6 +396,33 @@ GROUP_BY_DIMENSIONS = (
     "inference_geo",
 )
 ADMIN_SOURCES = ("usage", "cost", "claude_code", "names")
+
+
+def _web(
+    raw: Mapping[str, tuple[str, Any]], values: dict[str, Any], problems: list[Problem]
+) -> None:
+    """TLS files and basic-auth users (bcrypt hashes) for the HTTP pages."""
+    for key, attr in (
+        ("web.tls_cert_file", "web_tls_cert_file"),
+        ("web.tls_key_file", "web_tls_key_file"),
+    ):
+        if key in raw:
+            path = Path(str(raw[key][1])).expanduser()
+            if not path.is_file():
+                problems.append(Problem(key, f"{path} does not exist"))
+            values[attr] = path
+    if "web.basic_auth_users" in raw:
+        where, table = raw["web.basic_auth_users"]
+        if not isinstance(table, dict):
+            problems.append(Problem(where, "expected a table of user = bcrypt hash"))
+            return
+        users: dict[str, str] = {}
+        for user, hashed in table.items():
+            if not isinstance(hashed, str) or not hashed.startswith(("$2a$", "$2b$", "$2y$")):
+                problems.append(Problem(f"{where}.{user}", "expected a bcrypt hash ($2b$…)"))
+            else:
+                users[str(user)] = hashed
+        values["web_basic_auth_users"] = users
 
 
 def _flag(value: object) -> bool | None:

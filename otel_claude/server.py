@@ -10,6 +10,7 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import socket
 import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -24,6 +25,7 @@ from otel_claude.health import SourceHealth
 from otel_claude.landing import LandingData, render_landing
 from otel_claude.ledger import Ledger
 from otel_claude.sources.ingest import BatchTooLarge, Limits, parse_body
+from otel_claude.websecurity import WebSecurity
 
 log = logging.getLogger(__name__)
 
@@ -131,14 +133,28 @@ class ExporterServer(ThreadingHTTPServer):
         ingest: IngestEndpoint,
         sources: SourceHealth,
         landing: LandingData | None = None,
+        security: WebSecurity | None = None,
     ) -> None:
         self.registry = registry
+        self.security = security or WebSecurity()
+        self._tls = self.security.ssl_context()
         self.ingest = ingest
         self.sources = sources
         # Without landing data the page shows the sources only (no figures).
         self.landing = landing if landing is not None else LandingData(sources)
         self.started = time.time()
         super().__init__(address, _Handler)
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        """Accept; with TLS the handshake runs in the handler's thread, not the accept loop."""
+        conn, addr = super().get_request()
+        if self._tls is not None:
+            conn = self._tls.wrap_socket(conn, server_side=True, do_handshake_on_connect=False)
+        return conn, addr
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A failed TLS handshake or a dropped client is routine: log it at debug level."""
+        log.debug("connection error", extra={"fields": {"client": str(client_address[0])}})
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -175,6 +191,16 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         path = self.path.split("?", 1)[0]
+        security = self.server.security
+        if path != "/healthz" and not security.authorized(self.headers.get("Authorization")):
+            self.close_connection = True
+            self._json(
+                401,
+                {"error": "authentication required"},
+                Connection="close",
+                **{"WWW-Authenticate": 'Basic realm="otel-claude"'},
+            )
+            return
         routes: dict[str, Callable[[], None]] = {
             "/metrics": self._metrics,
             "/healthz": lambda: self._send(200, b"ok\n", "text/plain; charset=utf-8"),

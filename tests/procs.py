@@ -231,6 +231,7 @@ def running_prometheus(
     rule_files: Sequence[Path] = (),
     extra_args: Sequence[str] = (),
     alertmanagers: Sequence[str] = (),
+    scrape_extra: Mapping[str, Any] | None = None,
 ) -> Iterator[Prometheus]:
     """Start a real Prometheus on loopback scraping ``targets`` (host:port); always stop it."""
     workdir = tmp / "prometheus"
@@ -251,7 +252,11 @@ def running_prometheus(
                 if alertmanagers
                 else {},
                 "scrape_configs": [
-                    {"job_name": job, "static_configs": [{"targets": list(targets)}]}
+                    {
+                        "job_name": job,
+                        "static_configs": [{"targets": list(targets)}],
+                        **(scrape_extra or {}),
+                    }
                 ],
             }
         )

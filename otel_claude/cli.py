@@ -155,8 +155,14 @@ def _parser() -> argparse.ArgumentParser:
 @contextmanager
 def _state_lock(settings: Settings) -> Iterator[None]:
     """Hold the state directory exclusively: one writer process per ledger."""
-    settings.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    handle = open(settings.state_dir / "lock", "a+")
+    try:
+        settings.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(settings.state_dir / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise OtelClaudeError(
+            f"OTEL_CLAUDE_STATE_DIR: cannot use {settings.state_dir}: {exc.strerror}"
+        ) from None
+    handle = os.fdopen(fd, "r+")
     try:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -201,6 +207,7 @@ def run_serve(
             token=settings.ingest_token,
             max_bytes=settings.ingest_max_bytes,
             limits=settings.ingest_limits,
+            health=app.health,
         )
         try:
             server = ExporterServer(

@@ -183,8 +183,8 @@ class BucketValue:
     """One counter contribution of one (bucket, group), as an upstream report last served it.
 
     ``group`` identifies the upstream row (it may hold more detail than ``labels``, e.g. a
-    hashed actor whose label is dropped); ``value`` is cumulative for the bucket, so only the
-    increase over the highest value already counted is added (DESIGN §3 rule 6).
+    hashed actor whose label is dropped); ``value`` is cumulative for the bucket, so only its
+    change since the last value served is counted (DESIGN §3 rule 6).
     """
 
     source: str
@@ -447,10 +447,10 @@ class Ledger:
     ) -> dict[CounterKey, int]:
         """Count the growth of upstream buckets; commit it with ``cursors`` in one transaction.
 
-        For every (source, bucket, group, family, labels) the highest value seen is kept; a
-        counter gets only the increase over it. A value lower than the last one served is a
+        For every (source, bucket, group, family, labels) the last value served is kept; a
+        counter gets every increase over it. A value lower than the last one served is a
         downward revision: it is added to the ``<family>:revised_down`` twin counter and never
-        decrements anything. With ``baseline`` the values are recorded without counting (used
+        decrements anything, so counter minus twin is always the latest value served. With ``baseline`` the values are recorded without counting (used
         when the grouping changed, so already counted usage is not counted again under new
         group keys). Returns the counter increments.
         """
@@ -479,12 +479,14 @@ class Ledger:
         for bkey, value in served.items():
             family, labels = bkey[3], label_sets[bkey[4]]
             high, last = known.get(bkey, (0, 0))
-            if value > high:
-                if not baseline:
-                    delta[(family, labels)] += value - high
-                high = value
-            if value < last and not baseline:
-                delta[(family + REVISED_DOWN, labels)] += last - value
+            # Every rise over the last value served is counted and every fall goes to the
+            # twin, so ``total - revised_down`` always equals the latest value served.
+            if not baseline:
+                if value > last:
+                    delta[(family, labels)] += value - last
+                elif value < last:
+                    delta[(family + REVISED_DOWN, labels)] += last - value
+            high = max(high, value)
             last = value
             known[bkey] = (high, last)
             rows.append((*bkey, str(high), str(last)))
@@ -524,7 +526,8 @@ class Ledger:
                     self._before_commit()
                 conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                if conn.in_transaction:  # SQLite may already have rolled back (disk full)
+                    conn.execute("ROLLBACK")
                 raise
         except sqlite3.Error as exc:
             raise LedgerError(f"cannot write ledger: {exc}") from exc
@@ -635,7 +638,8 @@ class Ledger:
                 self._write_counters(counted)
                 self._conn.execute("COMMIT")
             except sqlite3.Error as exc:
-                self._conn.execute("ROLLBACK")
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
                 raise LedgerError(f"cannot prune ledger: {exc}") from exc
             self._add_totals(counted)
             self._key_counts = self._count_keys()

@@ -48,9 +48,17 @@ class IngestEndpoint:
     """
 
     def __init__(
-        self, ledger: Ledger, *, token: str | None, max_bytes: int, limits: Limits | None = None
+        self,
+        ledger: Ledger,
+        *,
+        token: str | None,
+        max_bytes: int,
+        limits: Limits | None = None,
+        health: SourceHealth | None = None,
     ) -> None:
         self._ledger = ledger
+        self._health = health
+        self._failing = False
         self._token = token
         self.max_bytes = max_bytes
         self.limits = limits if limits is not None else Limits()
@@ -92,7 +100,14 @@ class IngestEndpoint:
             summary = self._ledger.apply([item for _, item in parsed], source=INGEST_SOURCE)
         except LedgerError as exc:
             log.error("ingest not committed", extra={"fields": {"error": str(exc)}})
+            self._failing = True
+            if self._health is not None:  # down, and /readyz not ready, until a commit works
+                self._health.failed("ingest", reason="ledger", duration=0.0)
             return 503, {"error": "the ledger could not commit this batch; retry later"}
+        if self._failing:
+            self._failing = False
+            if self._health is not None:
+                self._health.succeeded("ingest", at=time.time(), duration=0.0)
         rejected = [{"line": lines[i], "reason": reason} for i, reason in summary.rejected]
         answer: dict[str, Any] = {
             "accepted": summary.accepted,
@@ -218,9 +233,15 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(200, encoder(self.server.registry), content_type)
 
     def _readyz(self) -> None:
-        waiting = self.server.sources.not_ready()
+        # Not ready while a source waits for its first pass, or while the ledger refuses
+        # writes (ingest down): a load balancer should send events elsewhere.
+        states = self.server.sources.states()
+        waiting = self.server.sources.not_ready() + (
+            ["ingest"] if "ingest" in states and not states["ingest"].up else []
+        )
         if waiting:
-            self._json(503, {"ready": False, "waiting_for": waiting})
+            down = {n: s.last_error for n, s in states.items() if not s.up and s.last_error}
+            self._json(503, {"ready": False, "waiting_for": waiting, "down": down})
         else:
             self._json(200, {"ready": True})
 

@@ -100,13 +100,13 @@ def test_buckets_fold_with_exact_high_water_arithmetic(
     ledger.close()
 
     # Restart: folded label sets stay folded, admitted ones stay admitted; the bucket state
-    # (original labels) keeps the arithmetic exact: k4 counts only its growth over 40.
+    # (original labels) keeps the arithmetic exact: k4 counts its rise over the last value served.
     again = make_ledger(max_series_per_family=2)
     again.apply_buckets([_tok("k4", 45), _tok("k2", 25), _tok("k6", 1)])
     assert _family(again, API_TOKENS) == {
         _key_labels("k1"): 15,
         _key_labels("k2"): 25,
-        FOLDED_KEY: 80 + 5 + 1,
+        FOLDED_KEY: 80 + 7 + 1,  # k4: 38 -> 45 rises 7 over the last value served
     }
     assert _family(again, TWIN) == {FOLDED_KEY: 2}
     assert _folded(again) == {API_TOKENS: 6, TWIN: 1}

@@ -163,6 +163,7 @@ def test_pages(served: Callable[..., tuple[Ledger, str]]) -> None:
     assert ready.status_code == 503 and ready.json() == {
         "ready": False,
         "waiting_for": ["transcripts"],
+        "down": {},
     }
     landing = httpx.get(f"{url}/")
     assert landing.status_code == 200 and 'href="/metrics"' in landing.text

@@ -86,6 +86,7 @@ class AdminClient:
         *,
         timeout: float = 30.0,
         max_retries: int = 4,
+        max_pages: int = 100,
         backoff_s: float = 1.0,
         max_wait_s: float = 60.0,
         transport: httpx.BaseTransport | None = None,
@@ -105,6 +106,9 @@ class AdminClient:
             follow_redirects=False,
         )
         self._max_retries = max_retries
+        # A report window fits in a few pages (168 hourly buckets, 31 days, 1,000 records
+        # per page); far more means the API keeps promising pages that bring nothing.
+        self.max_pages = max_pages
         self._backoff = backoff_s
         self._max_wait = max_wait_s
         self._sleep = sleep
@@ -120,11 +124,24 @@ class AdminClient:
         """Close the connection pool."""
         self._http.close()
 
-    def pages(self, endpoint: str, params: Params) -> Iterator[dict[str, Any]]:
-        """Yield every page of a report, following ``has_more``/``next_page``."""
+    def pages(
+        self, endpoint: str, params: Params, *, max_pages: int | None = None
+    ) -> Iterator[dict[str, Any]]:
+        """Yield every page of a report, following ``has_more``/``next_page``.
+
+        ``max_pages`` bounds one read (callers derive it from the window they asked for):
+        an API that keeps promising pages that bring nothing must not be polled in a loop.
+        """
         page: str | None = None
         seen: set[str] = set()
+        cap = max_pages if max_pages is not None else self.max_pages
         while True:
+            if len(seen) >= cap:
+                raise AdminApiError(
+                    endpoint,
+                    "invalid_response",
+                    f"more than {cap} pages in one read; giving up until the next poll",
+                )
             query = list(params) + ([("page", page)] if page else [])
             doc = self.get(endpoint, query)
             yield doc

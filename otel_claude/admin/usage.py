@@ -59,6 +59,19 @@ WIDTHS = {"1m": timedelta(minutes=1), "1h": timedelta(hours=1), "1d": timedelta(
 MAX_LIMIT = {"1m": 1440, "1h": 168, "1d": 31}
 
 
+def first_time(seen: set[datetime], start: datetime, endpoint: str) -> bool:
+    """Whether a bucket is new in this read; a bucket served again (a page token leading
+    back) would otherwise be added to itself, so the repeat is skipped and logged."""
+    if start in seen:
+        log.warning(
+            "bucket served twice in one read, repeat ignored",
+            extra={"fields": {"endpoint": endpoint, "bucket": iso(start)}},
+        )
+        return False
+    seen.add(start)
+    return True
+
+
 def width_for_interval(interval_s: float) -> str:
     """Bucket width for a poll interval: minute buckets only when polling faster than 1/min."""
     if interval_s < 60:
@@ -173,7 +186,10 @@ class UsageReport:
         params += [("group_by[]", dim) for dim in self.group_by]
         values: list[BucketValue] = []
         newest: datetime | None = None
-        for page in self._client.pages(ENDPOINT, params):
+        seen: set[datetime] = set()
+        span = ((end or now) - start).total_seconds() / WIDTHS[width].total_seconds()
+        max_pages = int(span // MAX_LIMIT[width]) + 3  # what the window needs, plus slack
+        for page in self._client.pages(ENDPOINT, params, max_pages=max_pages):
             if on_page is not None:
                 on_page()
             for bucket in page.get("data") or []:
@@ -182,6 +198,8 @@ class UsageReport:
                     ends = parse_time(bucket.get("ending_at"))
                 except (ValueError, AttributeError):
                     self.skipped_items += 1
+                    continue
+                if not first_time(seen, begins, ENDPOINT):
                     continue
                 if ends <= now and (newest is None or ends > newest):
                     newest = ends

@@ -3,7 +3,9 @@
 The exporter's poller talks to it exactly as it would talk to
 ``https://api.anthropic.com``: keep-alive HTTP/1.1, JSON bodies, documented
 error shapes and headers.  Tests steer it with a fake clock, queue faults with
-:meth:`Simulator.inject`, read the request log in :attr:`Simulator.requests`,
+:meth:`Simulator.inject` (error statuses, slow answers, and the broken answers of
+:data:`FAULT_KINDS`: reset connections, cut or malformed bodies, pagination that
+never ends or loops), read the request log in :attr:`Simulator.requests`,
 and compare what the exporter counted with the ground-truth helpers
 (:meth:`Simulator.usage_truth`, :meth:`Simulator.cost_truth`,
 :meth:`Simulator.claude_code_truth`), which read the same deterministic
@@ -15,6 +17,7 @@ from __future__ import annotations
 import itertools
 import json
 import socket
+import struct
 import sys
 import threading
 import time
@@ -27,7 +30,14 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from otel_claude.simulator.api import AdminApi, error_body
+from otel_claude.simulator.api import (
+    AdminApi,
+    ApiError,
+    decode_token,
+    encode_token,
+    error_body,
+    parse_time,
+)
 from otel_claude.simulator.world import (
     COST_GROUPS,
     DAY,
@@ -51,6 +61,39 @@ _FAULT_MESSAGES = {
 }
 _SPEND_LIMIT_MESSAGE = "Your organization has reached its monthly spend limit."
 
+#: Broken answers :meth:`Simulator.inject` can produce with ``kind=...``:
+#:
+#: * ``reset``: the request is read, then the connection is closed with a TCP reset and
+#:   no answer at all (recorded with status 0).
+#: * ``short_body``: a 200 whose ``content-length`` announces the whole body, but only the
+#:   first half is sent before the connection is closed (broken HTTP framing).
+#: * ``truncated_json``: a 200 carrying the first half of the JSON body, with a
+#:   ``content-length`` matching what is sent (valid HTTP, cut JSON).
+#: * ``malformed``: a 200 with a complete body that is not JSON.
+#: * ``empty_page``: a 200 page with no buckets, ``has_more: true`` and a ``next_page``
+#:   that leads back to the requested buckets (a different token every time, so a client
+#:   that follows it forever never sees a token twice).
+#: * ``repeat_page``: the real page, but with ``has_more: true`` and ``next_page`` pointing
+#:   at the buckets just served (on a first page, a token for its ``starting_at``; on a
+#:   later page, the very token that was sent): pagination that loops.
+#: * ``revised_down``: the real usage page with every token count halved, as if the API
+#:   revised those buckets down; the next normal answer brings the values back up.
+#:
+#: The paging kinds apply to the bucketed reports (usage and cost), ``revised_down`` to the
+#: usage report; an error answer (bad key, bad parameter) is sent unchanged.
+FAULT_KINDS = (
+    "reset",
+    "short_body",
+    "truncated_json",
+    "malformed",
+    "empty_page",
+    "repeat_page",
+    "revised_down",
+)
+_PAGING_KINDS = ("empty_page", "repeat_page")
+_PAGED_ENDPOINTS = ("usage_report/messages", "cost_report")
+_MALFORMED_BODY = b'{"data": [{"starting_at": "2026-01-01T00:00:00Z", "results": [}, "has_more"'
+
 
 @dataclass(frozen=True)
 class RequestRecord:
@@ -63,6 +106,20 @@ class RequestRecord:
     at: float  # clock() when the answer was produced
 
 
+@dataclass(frozen=True)
+class Answer:
+    """What the HTTP layer sends for one request.
+
+    ``kind`` is ``None`` for a normal answer, else the transport-level fault of
+    :data:`FAULT_KINDS` the handler must act out (``reset``, ``short_body``).
+    """
+
+    status: int
+    body: bytes
+    headers: dict[str, str]
+    kind: str | None = None
+
+
 @dataclass
 class _Fault:
     status: int | None
@@ -71,9 +128,23 @@ class _Fault:
     retry_after: float | None
     spend_limit: bool
     delay_s: float
+    kind: str | None = None
 
     def matches(self, path: str) -> bool:
         return self.endpoint is None or path.rstrip("/").endswith(self.endpoint)
+
+
+def _halved(value: Any) -> Any:
+    """Every integer in ``value`` (nested dicts and lists) halved, rounding down."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return value // 2
+    if isinstance(value, dict):
+        return {k: _halved(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_halved(v) for v in value]
+    return value
 
 
 def _format_seconds(value: float) -> str:
@@ -124,6 +195,7 @@ class Simulator:
         self._lock = threading.Lock()
         self._faults: list[_Fault] = []
         self._counter = itertools.count(1)
+        self._fresh_tokens = itertools.count(1)
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._url: str | None = None
@@ -201,6 +273,7 @@ class Simulator:
         retry_after: float | None = None,
         spend_limit: bool = False,
         delay_s: float = 0.0,
+        kind: str | None = None,
     ) -> None:
         """Queue a fault for the next ``count`` requests whose path ends with ``endpoint``.
 
@@ -211,19 +284,35 @@ class Simulator:
         * other statuses (500, 503, 529, ...): the documented error JSON.
         * ``status=None`` with ``delay_s > 0``: sleep, then answer normally
           (provokes client timeouts).  ``delay_s`` also delays an error answer.
+        * ``kind`` (one of :data:`FAULT_KINDS`, no ``status``): a broken answer —
+          a reset connection, a cut or malformed body, or pagination that never ends
+          or loops.  The paging kinds need ``endpoint`` set to a bucketed report
+          (``usage_report/messages`` or ``cost_report``).  The transport kinds only
+          take effect through the HTTP server (:meth:`process` cannot act them out).
 
         Faults are consumed in the order they were queued, by the next
         matching requests whatever their headers (a fault is answered before
         authentication); ``endpoint=None`` matches every path.
         """
+        if kind is not None:
+            if kind not in FAULT_KINDS:
+                raise ValueError(f"kind must be one of {', '.join(FAULT_KINDS)}, got {kind!r}")
+            if status is not None or spend_limit or retry_after is not None:
+                raise ValueError("a fault kind replaces the answer: give no status with it")
+            if kind in _PAGING_KINDS and (endpoint or "").strip("/") not in _PAGED_ENDPOINTS:
+                raise ValueError(
+                    f"{kind} needs endpoint={' or '.join(map(repr, _PAGED_ENDPOINTS))}"
+                )
+            if kind == "revised_down" and (endpoint or "").strip("/") != _PAGED_ENDPOINTS[0]:
+                raise ValueError(f"revised_down needs endpoint={_PAGED_ENDPOINTS[0]!r}")
         if spend_limit:
             if status not in (None, 429):
                 raise ValueError("spend_limit faults are 429 responses")
             if retry_after is not None:
                 raise ValueError("the spend-limit 429 carries no retry-after")
             status = 429
-        if status is None and delay_s <= 0:
-            raise ValueError("give a status, or delay_s > 0 for a slow response")
+        if status is None and delay_s <= 0 and kind is None:
+            raise ValueError("give a status, a kind, or delay_s > 0 for a slow response")
         if status is not None and not 400 <= status <= 599:
             raise ValueError(f"status must be an HTTP error status, got {status}")
         if count < 1:
@@ -235,6 +324,7 @@ class Simulator:
             retry_after=retry_after,
             spend_limit=spend_limit,
             delay_s=delay_s,
+            kind=kind,
         )
         with self._lock:
             self._faults.append(fault)
@@ -259,7 +349,12 @@ class Simulator:
     def process(
         self, method: str, target: str, headers: Mapping[str, str]
     ) -> tuple[int, bytes, dict[str, str]]:
-        """Answer one request (``target`` = path and query); used by the HTTP handler."""
+        """Answer one request (``target`` = path and query): status, body and headers."""
+        answer = self.respond(method, target, headers)
+        return answer.status, answer.body, answer.headers
+
+    def respond(self, method: str, target: str, headers: Mapping[str, str]) -> Answer:
+        """Answer one request, including the transport-level fault to act out (if any)."""
         split = urlsplit(target)
         path = split.path
         query = parse_qs(split.query, keep_blank_values=True)
@@ -270,15 +365,22 @@ class Simulator:
         if fault is not None and fault.delay_s > 0:
             time.sleep(fault.delay_s)
         now = self.clock()
+        kind = fault.kind if fault is not None else None
         if fault is not None and fault.status is not None:
             status, body, extra = self._fault_reply(fault)
         else:
             lowered = {name.lower(): value for name, value in headers.items()}
             reply = self.api.handle(method, path, query, lowered, now)
             status, body, extra = reply.status, reply.body, reply.headers
+            if kind in _PAGING_KINDS and status == 200:
+                body = self._paging_fault(kind, query, body)
+            elif kind == "revised_down" and status == 200:
+                body = {**body, "data": _halved(body.get("data", []))}
         if body.get("type") == "error":
             body["request_id"] = request_id
-        record = RequestRecord(method=method, path=path, query=query, status=status, at=now)
+            kind = None  # errors are answered as they are
+        recorded = 0 if kind == "reset" else status
+        record = RequestRecord(method=method, path=path, query=query, status=recorded, at=now)
         with self._lock:
             self.requests.append(record)
         if self.on_request is not None:
@@ -289,7 +391,40 @@ class Simulator:
             "anthropic-organization-id": self.world.organization_id,
             **extra,
         }
-        return status, json.dumps(body, separators=(",", ":")).encode(), out_headers
+        payload = json.dumps(body, separators=(",", ":")).encode()
+        if kind == "truncated_json":
+            payload = payload[: len(payload) // 2]
+        elif kind == "malformed":
+            payload = _MALFORMED_BODY
+        transport = kind if kind in ("reset", "short_body") else None
+        return Answer(status, payload, out_headers, transport)
+
+    def _paging_fault(
+        self, kind: str | None, query: Mapping[str, list[str]], page: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Rewrite a real page for the ``empty_page`` / ``repeat_page`` faults."""
+        token = (query.get("page") or [""])[0]
+        if kind == "repeat_page" and token:
+            return {**page, "has_more": True, "next_page": token}
+        try:  # the first bucket this request asked for (valid: the API just answered it)
+            first = (
+                parse_time("page", decode_token(token))
+                if token
+                else parse_time("starting_at", query["starting_at"][0])
+            )
+        except (ApiError, KeyError, IndexError):
+            return page
+        stamp = datetime.fromtimestamp(first, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        if kind == "repeat_page":
+            return {**page, "has_more": True, "next_page": encode_token(f"{stamp}Z")}
+        # A fresh spelling of the same instant each time (fractions of a second are
+        # dropped by the API's bucket arithmetic): never the same token twice in a row.
+        fraction = next(self._fresh_tokens) % 1_000_000
+        return {
+            "data": [],
+            "has_more": True,
+            "next_page": encode_token(f"{stamp}.{fraction:06d}Z"),
+        }
 
     @staticmethod
     def _fault_reply(fault: _Fault) -> tuple[int, dict[str, Any], dict[str, str]]:
@@ -445,18 +580,34 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
         if length > 0:
             self.rfile.read(length)
-        status, body, headers = self.server.simulator.process(
-            self.command, self.path, dict(self.headers.items())
-        )
+        answer = self.server.simulator.respond(self.command, self.path, dict(self.headers.items()))
+        if answer.kind == "reset":
+            self._reset()
+            return
+        body = answer.body
         try:
-            self.send_response(status)
-            for name, value in headers.items():
+            self.send_response(answer.status)
+            for name, value in answer.headers.items():
                 self.send_header(name, value)
             self.send_header("content-length", str(len(body)))
             self.end_headers()
-            self.wfile.write(body)
+            if answer.kind == "short_body":
+                self.wfile.write(body[: len(body) // 2])
+                self.close_connection = True  # the rest never comes
+            else:
+                self.wfile.write(body)
         except (ConnectionError, TimeoutError):
             self.close_connection = True
+
+    def _reset(self) -> None:
+        """Drop the connection with a TCP RST (SO_LINGER 0) and no answer at all."""
+        self.close_connection = True
+        try:
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        except OSError:
+            pass
+        self.rfile.close()  # the buffered reader holds a reference to the socket
+        self.connection.close()
 
     def date_time_string(self, timestamp: float | None = None) -> str:
         """The ``Date`` header follows the simulator's clock, not the wall clock."""

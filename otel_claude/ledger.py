@@ -450,7 +450,8 @@ class Ledger:
         For every (source, bucket, group, family, labels) the last value served is kept; a
         counter gets every increase over it. A value lower than the last one served is a
         downward revision: it is added to the ``<family>:revised_down`` twin counter and never
-        decrements anything, so counter minus twin is always the latest value served. With ``baseline`` the values are recorded without counting (used
+        decrements anything, so counter minus twin is always the latest value served.
+        With ``baseline`` the values are recorded without counting (used
         when the grouping changed, so already counted usage is not counted again under new
         group keys). Returns the counter increments.
         """

@@ -17,44 +17,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from otel_claude.app import App, build_app
 from otel_claude.config import load_settings
 from otel_claude.simulator import Simulator
+from tests.adminkit import GROUP_BY, MODELS, NULLS, TOKEN_FIELDS, Clock
 
 KEY = "sk-ant-admin01-simulator-test-key"
 START = datetime(2026, 11, 10, 12, 0, tzinfo=UTC)  # a Tuesday, mid-day
 SINCE = datetime(2026, 11, 10, 0, 0, tzinfo=UTC)
-
-# Independent mapping of the API's nulls/model ids to our label values.
-NULLS = {
-    "workspace_id": "default",
-    "api_key_id": "console",
-    "service_tier": "unknown",
-    "context_window": "unknown",
-    "inference_geo": "unknown",
-}
-MODELS = {
-    "claude-opus-4-6": "claude-opus-4-6",
-    "claude-sonnet-4-5-20250929": "claude-sonnet-4-5",
-    "claude-haiku-4-5-20251001": "claude-haiku-4-5",
-    "claude-sonnet-4-20250514": "claude-sonnet-4",
-}
-TOKEN_FIELDS = {
-    "uncached_input_tokens": "input",
-    "output_tokens": "output",
-    "cache_read_input_tokens": "cache_read",
-    "cache_creation_5m": "cache_creation_5m",
-    "cache_creation_1h": "cache_creation_1h",
-}
-GROUP_BY = ("model", "workspace_id", "service_tier", "context_window")
-
-
-class Clock:
-    def __init__(self, t: datetime) -> None:
-        self.t = t.timestamp()
-
-    def __call__(self) -> float:
-        return self.t
-
-    def advance(self, seconds: float) -> None:
-        self.t += seconds
 
 
 @pytest.fixture

@@ -42,6 +42,7 @@ from otel_claude.pricing import load_price_table
 from otel_claude.server import IngestEndpoint
 from otel_claude.simulator import RequestRecord, Simulator
 from otel_claude.sources.tailer import TranscriptTailer
+from tests.adminkit import GROUP_BY, MODELS, NULLS, TOKEN_FIELDS, Clock
 from tests.history import HistoryTruth, generate_history
 from tests.procs import exporter_env, free_port, http_ok, running_exporter, spawn, tail, wait_until
 from tests.streams import GARBAGE, Truth, generate
@@ -49,26 +50,6 @@ from tests.streams import GARBAGE, Truth, generate
 KEY = "sk-ant-admin01-reliability-test-key"
 USAGE = "usage_report/messages"
 
-# Independent mapping of the API's values to our label values (as in test_admin).
-GROUP_BY = ("model", "workspace_id", "service_tier", "context_window")
-NULLS = {
-    "workspace_id": "default",
-    "service_tier": "unknown",
-    "context_window": "unknown",
-}
-MODELS = {
-    "claude-opus-4-6": "claude-opus-4-6",
-    "claude-sonnet-4-5-20250929": "claude-sonnet-4-5",
-    "claude-haiku-4-5-20251001": "claude-haiku-4-5",
-    "claude-sonnet-4-20250514": "claude-sonnet-4",
-}
-TOKEN_FIELDS = {
-    "uncached_input_tokens": "input",
-    "output_tokens": "output",
-    "cache_read_input_tokens": "cache_read",
-    "cache_creation_5m": "cache_creation_5m",
-    "cache_creation_1h": "cache_creation_1h",
-}
 
 #: Counters that describe one process (they restart at zero, like ``process_*``); every
 #: other counter comes from the ledger and must continue across restarts.
@@ -710,17 +691,6 @@ SINCE = datetime(2026, 11, 10, 0, 0, tzinfo=UTC)
 CLIENT_TIMEOUT_S = 0.2
 MAX_RETRIES = 4  # README: 429, 5xx and timeouts are retried with backoff (4 retries)
 POLL_S = 60
-
-
-class Clock:
-    def __init__(self, t: datetime) -> None:
-        self.t = t.timestamp()
-
-    def __call__(self) -> float:
-        return self.t
-
-    def advance(self, seconds: float) -> None:
-        self.t += seconds
 
 
 @dataclass

@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 
 from otel_claude.admin.client import AdminClient
-from otel_claude.admin.usage import first_time, floor_time, iso
+from otel_claude.admin.usage import floor_time, iso, iter_buckets
 from otel_claude.ledger import BucketValue, Ledger
 from otel_claude.pricing import normalize_model_id
 from otel_claude.timeutil import parse_time
@@ -116,25 +116,23 @@ class CostReport:
         if end is not None:
             params.append(("ending_at", iso(end)))
         out = []
-        seen: set[datetime] = set()
         max_pages = int(((end or now) - start).days // 31) + 3
-        for page in self._client.pages(ENDPOINT, params, max_pages=max_pages):
-            if on_page is not None:
-                on_page()
-            for bucket in page.get("data") or []:
-                try:
-                    day = parse_time(bucket.get("starting_at"))
-                    ends = parse_time(bucket.get("ending_at"))
-                except (ValueError, AttributeError):
-                    self.skipped_items += 1
-                    continue
-                if not first_time(seen, day, ENDPOINT):
-                    continue
-                for item in bucket.get("results") or []:
-                    parsed = self._item(item)
-                    if parsed is not None:
-                        out.append((day, ends, *parsed))
+        for day, ends, results in iter_buckets(
+            self._client,
+            ENDPOINT,
+            params,
+            max_pages=max_pages,
+            on_page=on_page,
+            on_skip=self._skip,
+        ):
+            for item in results:
+                parsed = self._item(item)
+                if parsed is not None:
+                    out.append((day, ends, *parsed))
         return out
+
+    def _skip(self) -> None:
+        self.skipped_items += 1
 
     @staticmethod
     def value(day: datetime, labels: tuple[str, ...], group: str, cents: Decimal) -> BucketValue:

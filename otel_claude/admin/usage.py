@@ -9,11 +9,11 @@ so after a restart or an outage the poller resumes exactly where it stopped.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from otel_claude.admin.client import AdminClient
+from otel_claude.admin.client import AdminClient, Params
 from otel_claude.ledger import BucketValue, Ledger
 from otel_claude.pricing import normalize_model_id
 from otel_claude.timeutil import parse_time
@@ -70,6 +70,36 @@ def first_time(seen: set[datetime], start: datetime, endpoint: str) -> bool:
         return False
     seen.add(start)
     return True
+
+
+def iter_buckets(
+    client: AdminClient,
+    endpoint: str,
+    params: Params,
+    *,
+    max_pages: int,
+    on_page: Callable[[], None] | None = None,
+    on_skip: Callable[[], None] | None = None,
+) -> Iterator[tuple[datetime, datetime, list[Any]]]:
+    """(start, end, results) of every bucket of a report read, each bucket at most once.
+
+    Buckets without readable bounds are skipped through ``on_skip``; a bucket served twice
+    in one read (a page token leading back) is skipped as well.
+    """
+    seen: set[datetime] = set()
+    for page in client.pages(endpoint, params, max_pages=max_pages):
+        if on_page is not None:
+            on_page()
+        for bucket in page.get("data") or []:
+            try:
+                begins = parse_time(bucket.get("starting_at"))
+                ends = parse_time(bucket.get("ending_at"))
+            except (ValueError, AttributeError):
+                if on_skip is not None:
+                    on_skip()
+                continue
+            if first_time(seen, begins, endpoint):
+                yield begins, ends, list(bucket.get("results") or [])
 
 
 def width_for_interval(interval_s: float) -> str:
@@ -186,26 +216,24 @@ class UsageReport:
         params += [("group_by[]", dim) for dim in self.group_by]
         values: list[BucketValue] = []
         newest: datetime | None = None
-        seen: set[datetime] = set()
         span = ((end or now) - start).total_seconds() / WIDTHS[width].total_seconds()
         max_pages = int(span // MAX_LIMIT[width]) + 3  # what the window needs, plus slack
-        for page in self._client.pages(ENDPOINT, params, max_pages=max_pages):
-            if on_page is not None:
-                on_page()
-            for bucket in page.get("data") or []:
-                try:
-                    begins = parse_time(bucket.get("starting_at"))
-                    ends = parse_time(bucket.get("ending_at"))
-                except (ValueError, AttributeError):
-                    self.skipped_items += 1
-                    continue
-                if not first_time(seen, begins, ENDPOINT):
-                    continue
-                if ends <= now and (newest is None or ends > newest):
-                    newest = ends
-                for item in bucket.get("results") or []:
-                    self._item(values, iso(begins), item)
+        for begins, ends, results in iter_buckets(
+            self._client,
+            ENDPOINT,
+            params,
+            max_pages=max_pages,
+            on_page=on_page,
+            on_skip=self._skip,
+        ):
+            if ends <= now and (newest is None or ends > newest):
+                newest = ends
+            for item in results:
+                self._item(values, iso(begins), item)
         return values, newest
+
+    def _skip(self) -> None:
+        self.skipped_items += 1
 
     def _item(self, out: list[BucketValue], bucket: str, item: object) -> None:
         if not isinstance(item, Mapping):

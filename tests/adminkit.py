@@ -1,0 +1,41 @@
+"""Shared pieces of the Admin API tests: a controllable clock and an independent mapping of
+the API's values (nulls, dated model ids, token fields) to the exporter's label values."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+GROUP_BY = ("model", "workspace_id", "service_tier", "context_window")
+NULLS = {
+    "workspace_id": "default",
+    "api_key_id": "console",
+    "service_tier": "unknown",
+    "context_window": "unknown",
+    "inference_geo": "unknown",
+}
+MODELS = {
+    "claude-opus-4-6": "claude-opus-4-6",
+    "claude-sonnet-4-5-20250929": "claude-sonnet-4-5",
+    "claude-haiku-4-5-20251001": "claude-haiku-4-5",
+    "claude-sonnet-4-20250514": "claude-sonnet-4",
+}
+TOKEN_FIELDS = {
+    "uncached_input_tokens": "input",
+    "output_tokens": "output",
+    "cache_read_input_tokens": "cache_read",
+    "cache_creation_5m": "cache_creation_5m",
+    "cache_creation_1h": "cache_creation_1h",
+}
+
+
+class Clock:
+    """A fake clock shared by the simulator and the exporter (epoch seconds)."""
+
+    def __init__(self, t: datetime) -> None:
+        self.t = t.timestamp()
+
+    def __call__(self) -> float:
+        return self.t
+
+    def advance(self, seconds: float) -> None:
+        self.t += seconds

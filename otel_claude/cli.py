@@ -15,15 +15,16 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from otel_claude import __version__
 from otel_claude.config import Settings, load_settings
 from otel_claude.errors import ConfigError, OtelClaudeError
-from otel_claude.ledger import COST, TOKENS, Ledger
 from otel_claude.logs import setup_logging
 from otel_claude.pricing import load_price_table
-from otel_claude.sources.ingest import iter_lines
+
+if TYPE_CHECKING:  # the ledger is imported by the commands that open one
+    from otel_claude.ledger import Ledger
 
 log = logging.getLogger("otel_claude.cli")
 
@@ -124,9 +125,9 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument(
         "--workers",
         type=int,
-        default=1,
+        default=None,
         metavar="N",
-        help="processes for the scan (helps on machines with idle physical cores)",
+        help="processes for the scan (default: one per core, at most 2)",
     )
     report.add_argument("--since", help="only usage from this time (RFC 3339 or YYYY-MM-DD)")
     report.add_argument("--until", help="only usage before this time")
@@ -324,6 +325,8 @@ def _ingest(settings: Settings, args: argparse.Namespace) -> int:
         if args.url:
             _ingest_remote(stream, args.url, settings, totals)
         else:
+            from otel_claude.sources.ingest import iter_lines
+
             with _state_lock(settings):
                 ledger = _open_ledger(settings)
                 try:
@@ -418,6 +421,8 @@ def _backfill(settings: Settings, args: argparse.Namespace) -> int:
             raise OtelClaudeError(f"--label: expected NAME=VALUE, got {item!r}")
         extra[name] = value
     wanted = set(settings.admin_sources)
+    from otel_claude.ledger import Ledger
+
     scratch = Ledger(":memory:", prices=load_price_table())
     started = time.monotonic()
     with AdminClient(
@@ -497,7 +502,13 @@ def _backfill(settings: Settings, args: argparse.Namespace) -> int:
 def _report(settings: Settings, args: argparse.Namespace) -> int:
     if args.state or args.source == "state":
         return _report_state(settings, args)
-    from otel_claude.report import render_table, scan_history, summarize
+    from otel_claude.report import (
+        default_workers,
+        history_files,
+        render_table,
+        scan_history,
+        summarize,
+    )
     from otel_claude.timeutil import parse_day_or_time
 
     try:
@@ -513,15 +524,16 @@ def _report(settings: Settings, args: argparse.Namespace) -> int:
         )
     prices = load_price_table(settings.prices_file, settings.price_overrides or None)
     from otel_claude.progress import Progress
-    from otel_claude.sources.transcripts import transcript_files
 
-    bar = Progress(sum(p.stat().st_size for p in transcript_files(roots)))
+    files = history_files(roots, since)
+    bar = Progress(sum(size for size, _ in files))
     history = scan_history(
         roots,
         since=since,
         until=until,
-        workers=max(1, args.workers),
+        workers=default_workers() if args.workers is None else max(1, args.workers),
         progress=lambda n: bar.step("scanning transcripts", n),
+        files=files,
     )
     bar.finish()
     summary = summarize(history, prices, by=args.by)
@@ -567,6 +579,8 @@ def _report_state(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _report_rows(snapshot: Mapping[tuple[str, tuple[str, ...]], int]) -> list[dict[str, Any]]:
+    from otel_claude.ledger import COST, TOKENS
+
     tokens: defaultdict[str, defaultdict[str, int]] = defaultdict(lambda: defaultdict(int))
     cost: defaultdict[str, dict[str, float]] = defaultdict(
         lambda: {"estimated": 0.0, "reported": 0.0}

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from otel_claude.errors import ConfigError, Problem
@@ -25,7 +25,9 @@ from otel_claude.sources.messages import (
     Limits,
 )
 from otel_claude.sources.transcripts import projects_dirs
-from otel_claude.websecurity import WebSecurity
+
+if TYPE_CHECKING:  # imported when used: `report` and `check` need no TLS stack
+    from otel_claude.websecurity import WebSecurity
 
 DEFAULT_LISTEN = "127.0.0.1:9477"
 DEFAULT_MAX_BODY = 16 * 1024 * 1024
@@ -133,6 +135,8 @@ class Settings:
 
     def web_security(self) -> WebSecurity:
         """A fresh TLS / basic-auth guard for the HTTP pages (one per server)."""
+        from otel_claude.websecurity import WebSecurity
+
         return WebSecurity(
             self.web_tls_cert_file, self.web_tls_key_file, dict(self.web_basic_auth_users)
         )

@@ -22,12 +22,16 @@ TOKEN_TYPES: tuple[str, ...] = (
 SOURCES: tuple[str, ...] = ("sdk", "ingest", "transcript")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class StepRecord:
     """Usage of one API response, identified globally by its ``message.id``.
 
     ``cache_5m``/``cache_1h`` are the split cache writes; an unsplit
     ``cache_creation_input_tokens`` arrives here as 5m (DESIGN §3 rule 4).
+
+    Treated as a value but not ``frozen``: a frozen dataclass builds itself through
+    ``object.__setattr__``, 1.6 µs per record against 0.2 µs, and one is built for every
+    assistant line of a transcript history (a fifth of the time a line took).
     """
 
     message_id: str
@@ -56,6 +60,32 @@ class StepRecord:
             self.cache_1h,
             self.web_search,
         )
+
+
+def merge_steps(a: StepRecord, b: StepRecord) -> StepRecord:
+    """The one step two sightings of a message id make (DESIGN §3 rule 2).
+
+    The largest value of each field (streaming lines carry partial output counts), any
+    modifier either carries, the earliest timestamp; identity fields are ``a``'s.
+    """
+    ta, tb = a.timestamp, b.timestamp
+    return StepRecord(
+        a.message_id,
+        a.session_id,
+        a.model,
+        a.source,
+        a.input if a.input >= b.input else b.input,
+        a.output if a.output >= b.output else b.output,
+        a.cache_read if a.cache_read >= b.cache_read else b.cache_read,
+        a.cache_5m if a.cache_5m >= b.cache_5m else b.cache_5m,
+        a.cache_1h if a.cache_1h >= b.cache_1h else b.cache_1h,
+        a.web_search if a.web_search >= b.web_search else b.web_search,
+        a.batch or b.batch,
+        a.geo_us or b.geo_us,
+        a.fast or b.fast,
+        ta if tb is None or (ta is not None and ta <= tb) else tb,
+        a.project,
+    )
 
 
 @dataclass(frozen=True, slots=True)

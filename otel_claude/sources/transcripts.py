@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from otel_claude.records import Ignored, Normalized, Rejected
+from otel_claude.sources.assistant_line import normalize_assistant_line
 from otel_claude.sources.messages import DEFAULT_LIMITS, Limits, normalize_line, too_long
 
 SOURCE = "transcript"
@@ -117,7 +118,7 @@ def parse_lines(
             rejected["line_too_long"] = rejected.get("line_too_long", 0) + 1
             out.append(too_long(last - first, limits))
         else:
-            record = normalize_line(data[first:last], source, limits)
+            record = normalize_assistant_line(data[first:last], source, limits)
             if isinstance(record, Ignored):
                 stats.skipped += 1
             else:

@@ -1,0 +1,39 @@
+"""The one result row every benchmark reports, so ``python -m bench`` can print one table.
+
+A benchmark script run with ``--rows FILE`` writes its rows there as a JSON list; the runner
+(``bench/__main__.py``) collects every script's rows into one table and one JSON document.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+TIMES = "\u00d7"  # the multiplication sign for ratios; escaped, as ruff flags it literally
+
+
+@dataclass
+class Row:
+    """One workload: our figure, the peer's (measured in the same run) and the verdict."""
+
+    workload: str
+    ours: str  # formatted for the table, e.g. "0.41 s"
+    target: str  # e.g. "≤ 0.6x peer" (with TIMES for the x), "< 0.5 s"
+    passed: bool | None  # None: not measurable here (e.g. the peer is not installed)
+    peer: str | None = None  # formatted peer figure, or None when there is no peer
+    ratio: float | None = None  # ours / peer when a peer was measured
+    note: str = ""  # e.g. "exact totals", or why the row could not pass
+    values: dict[str, Any] = field(default_factory=dict)  # raw numbers for the JSON
+
+
+def write_rows(path: str | Path, rows: Sequence[Row]) -> None:
+    """Write ``rows`` to ``path`` as a JSON list (the ``--rows`` output of a script)."""
+    Path(path).write_text(json.dumps([asdict(r) for r in rows], indent=2) + "\n")
+
+
+def read_rows(path: str | Path) -> list[Row]:
+    """The rows a script wrote with ``write_rows``."""
+    return [Row(**item) for item in json.loads(Path(path).read_text())]

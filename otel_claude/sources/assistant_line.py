@@ -1,0 +1,154 @@
+"""Typed decoding of the line a transcript history is mostly made of: an assistant message.
+
+Decoding such a line with orjson builds every content block (text, tool calls, thinking) as
+Python objects only to read a dozen fields and throw the rest away. msgspec decodes straight
+into the few typed fields below and only validates the rest, and its field types do the
+count checks in C: on a typical 1.8 kB line 1.3 µs against 2.6 µs for the decode, and about
+4 µs less per line in all (0.34 s → 0.20 s for one half of a 500 MB history).
+
+The result is always that of ``normalize_line``: whatever the typed form does not accept
+(another message type, a missing or oddly typed field, an API-error line, a synthetic or
+unusable model, invalid JSON or UTF-8, a line that may be nested too deeply) is handed to
+``normalize_line``, which says precisely what is wrong; ``tests/test_assistant_line.py``
+compares the two over generated histories and thousands of mutated lines. One difference
+is kept on purpose: a number beyond the float range (``1e400``) inside a part of the line
+that is not read makes orjson refuse the whole line, while here the usage still counts.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import msgspec
+
+from otel_claude.records import Normalized, StepRecord
+from otel_claude.sources.messages import (
+    DEFAULT_LIMITS,
+    MAX_COUNT,
+    MAX_ID_LENGTH,
+    MAX_MODEL_LENGTH,
+    SYNTHETIC_MODEL,
+    Limits,
+    canonical_model,
+    epoch_seconds,
+    normalize_line,
+)
+
+_Count = Annotated[int, msgspec.Meta(ge=0, le=MAX_COUNT)]
+
+
+class _CacheCreation(msgspec.Struct, gc=False):
+    ephemeral_5m_input_tokens: _Count | None = None
+    ephemeral_1h_input_tokens: _Count | None = None
+
+
+class _Usage(msgspec.Struct, gc=False):
+    input_tokens: _Count
+    output_tokens: _Count
+    cache_read_input_tokens: _Count | None = None
+    cache_creation_input_tokens: _Count | None = None
+    cache_creation: _CacheCreation | None = None
+    server_tool_use: Any = None
+    service_tier: Any = None
+    inference_geo: Any = None
+    speed: Any = None
+
+
+class _Message(msgspec.Struct, gc=False):
+    id: str
+    model: str
+    usage: _Usage
+
+
+class _Line(msgspec.Struct, gc=False):
+    type: str
+    message: _Message
+    session_id: Any = None
+    session_id_camel: Any = msgspec.field(default=None, name="sessionId")
+    timestamp: Any = None
+    error: Any = None
+    api_error: Any = msgspec.field(default=None, name="isApiErrorMessage")
+
+
+_DECODER = msgspec.json.Decoder(_Line)
+
+
+def normalize_assistant_line(
+    line: bytes, source: str, limits: Limits = DEFAULT_LIMITS
+) -> Normalized:
+    """``normalize_line(line, source, limits)``, faster for a well-formed assistant line."""
+    if len(line) <= limits.max_line_bytes:
+        try:
+            parsed: _Line | None = _DECODER.decode(line)
+        # ValidationError is a DecodeError; bad UTF-8 in a field read is a UnicodeDecodeError.
+        except (msgspec.DecodeError, ValueError, RecursionError):
+            parsed = None
+        # msgspec does not check the UTF-8 of strings it skips; orjson would refuse them.
+        if parsed is not None and (line.isascii() or _is_utf8(line)):
+            record = _record(parsed, source)
+            # Few brackets prove the line shallow; otherwise the careful path measures it.
+            if record is not None and line.count(b"{") + line.count(b"[") <= limits.max_json_depth:
+                return record
+    return normalize_line(line, source, limits)
+
+
+def _is_utf8(line: bytes) -> bool:
+    try:
+        line.decode()
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _record(parsed: _Line, source: str) -> StepRecord | None:
+    """The step of a decoded line, or None where ``normalize_line`` must decide."""
+    if parsed.type != "assistant" or parsed.error or parsed.api_error is True:
+        return None
+    message = parsed.message
+    mid, model, usage = message.id, message.model, message.usage
+    if not mid or len(mid) > MAX_ID_LENGTH or model == SYNTHETIC_MODEL:
+        return None
+    if len(model) > MAX_MODEL_LENGTH:
+        return None
+    name = canonical_model(model)
+    if not name:
+        return None
+    unsplit = usage.cache_creation_input_tokens or 0
+    split = usage.cache_creation
+    if split is None:
+        c5m, c1h = unsplit, 0
+    else:
+        c1h = split.ephemeral_1h_input_tokens or 0
+        # A split that sums to less than the unsplit total leaves the rest as 5m writes.
+        c5m = max(split.ephemeral_5m_input_tokens or 0, unsplit - c1h)
+    searches: Any = 0
+    tools = usage.server_tool_use
+    if type(tools) is dict:
+        searches = tools.get("web_search_requests")
+        searches = 0 if searches is None else searches
+        if type(searches) is not int or not 0 <= searches <= MAX_COUNT:
+            return None
+    session = parsed.session_id
+    if session is None:
+        session = parsed.session_id_camel
+    if session is None:
+        session = ""
+    if type(session) is not str or len(session) > MAX_ID_LENGTH:
+        return None
+    geo = usage.inference_geo
+    return StepRecord(
+        mid,
+        session,
+        name,
+        source,
+        usage.input_tokens,
+        usage.output_tokens,
+        usage.cache_read_input_tokens or 0,
+        c5m,
+        c1h,
+        searches,
+        usage.service_tier == "batch",
+        geo == "us" or (isinstance(geo, str) and geo.lower() == "us"),
+        usage.speed == "fast",
+        epoch_seconds(parsed.timestamp),
+    )

@@ -15,11 +15,8 @@ test: $(VENV)/.test system-deps  ## install test dependencies and run the whole 
 	$(BIN)/mypy
 	$(BIN)/pytest -q
 
-bench: $(VENV)/.test             ## run the benchmarks (not part of `make test`)
-	$(BIN)/python bench/ingest_http.py
-	$(BIN)/python bench/admin_backfill.py
-	$(BIN)/python bench/transcripts.py
-	$(BIN)/python bench/transcripts_live.py
+bench: $(VENV)/.test             ## run every benchmark, one table + bench/results.json (ARGS=--quick)
+	$(BIN)/python -m bench $(ARGS)
 
 system-deps:                     ## Debian prometheus/alertmanager (promtool, amtool) when root
 	@sh scripts/system-deps.sh

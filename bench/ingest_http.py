@@ -11,6 +11,7 @@ ground truth: a fast exporter that miscounts must fail, not win.
     .venv/bin/python bench/ingest_http.py            # >= 200k lines x 3 rounds, 2,000 singles
     .venv/bin/python bench/ingest_http.py --quick    # ~20k lines x 1 round, 500 singles
     .venv/bin/python bench/ingest_http.py --json     # also print the raw numbers as JSON
+    .venv/bin/python bench/ingest_http.py --rows FILE  # the result rows for ``python -m bench``
 """
 
 from __future__ import annotations
@@ -44,9 +45,11 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench.rows import Row, write_rows  # noqa: E402
 from tests.streams import Truth, generate  # noqa: E402
 
 TARGET_MSG_S = 20_000
+TARGET_SINGLE_P99_MS = 10.0
 SESSIONS_PER_SEED = 500  # ~8,900 lines per seed
 BATCHED_SEED_BASE = 100_000  # batched and single-message workloads never share an id
 SINGLE_SEED_BASE = 900_000
@@ -504,6 +507,37 @@ def render(env: dict[str, Any], summaries: Sequence[dict[str, Any]]) -> str:
     return "\n".join(out)
 
 
+def result_rows(summaries: Sequence[dict[str, Any]]) -> list[Row]:
+    """The summaries as ``python -m bench`` rows: each batch size's median, the single p99."""
+    rows = []
+    for s in summaries:
+        if s["lines_per_post"] > 1:
+            rows.append(
+                Row(
+                    workload=f"HTTP ingest, NDJSON batches of {s['lines_per_post']:,} messages",
+                    ours=f"{s['median_msg_s']:,.0f} msg/s",
+                    target=f"≥ {TARGET_MSG_S:,} msg/s on one core",
+                    passed=s["median_msg_s"] >= TARGET_MSG_S,
+                    note=f"median of {s['rounds']} round(s) of {s['messages_per_round']:,} "
+                    f"messages ({s['min_msg_s']:,.0f} to {s['max_msg_s']:,.0f} msg/s)",
+                    values=s,
+                )
+            )
+        else:
+            rows.append(
+                Row(
+                    workload="single-message POST",
+                    ours=f"p99 {s['p99_ms']:.2f} ms",
+                    target=f"p99 < {TARGET_SINGLE_P99_MS:g} ms",
+                    passed=s["p99_ms"] < TARGET_SINGLE_P99_MS,
+                    note=f"{s['messages_per_round']:,} sequential POSTs on one keep-alive "
+                    f"connection, p50 {s['p50_ms']:.2f} ms",
+                    values=s,
+                )
+            )
+    return rows
+
+
 # --- main ---------------------------------------------------------------------------
 
 
@@ -520,6 +554,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="~20k lines, 1 round")
     parser.add_argument("--json", action="store_true", help="also print the raw numbers as JSON")
+    parser.add_argument("--rows", metavar="FILE", help="write the result rows (JSON) to FILE")
     parser.add_argument("--lines", type=int, help="minimum batched lines (default 200,000)")
     parser.add_argument("--rounds", type=int, help="rounds on fresh state dirs (default 3)")
     parser.add_argument("--single", type=int, help="single-message POSTs (default 2,000)")
@@ -618,6 +653,8 @@ def _run(args: argparse.Namespace, stack: ExitStack) -> int:
             "scenarios": summaries,
         }
         print(json.dumps(raw))
+    if args.rows:
+        write_rows(args.rows, result_rows(summaries))
     return 0
 
 

@@ -10,6 +10,7 @@ ground truth: a fast tool that miscounts is reported as such, with the differenc
     .venv/bin/python bench/transcripts.py --quick     # 50 MB
     .venv/bin/python bench/transcripts.py --serve     # also: serve's start-up scan to /readyz
     .venv/bin/python bench/transcripts.py --ccusage /path/to/ccusage --json
+    .venv/bin/python bench/transcripts.py --serve --rows FILE   # rows for ``python -m bench``
 
 ccusage (npm ``ccusage``, the reference peer) is looked up at ``--ccusage``, then in
 ``/tmp/ccusage/node_modules/.bin``, then on PATH; without it the peer row is skipped.
@@ -47,6 +48,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench.rows import TIMES, write_rows  # noqa: E402
+from bench.rows import Row as BenchRow  # noqa: E402
 from tests.history import (  # noqa: E402
     TOKEN_TYPES,
     HistoryTruth,
@@ -59,6 +62,7 @@ DEFAULT_MB = 500
 QUICK_MB = 50
 TARGET_TIME_RATIO = 0.6
 TARGET_RSS_RATIO = 0.5
+TARGET_SERVE_RATIO = 1.0  # serve's start-up scan to /readyz against ccusage's report
 SAMPLE_S = 0.005
 USD_TOLERANCE = 1e-6
 CCUSAGE_GUESS = Path("/tmp/ccusage/node_modules/.bin/ccusage")
@@ -620,6 +624,180 @@ def render(
     return "\n".join(out)
 
 
+def _seconds(row: Row) -> list[float]:
+    return [m.seconds for m in row.runs]
+
+
+def _peaks(row: Row) -> list[int]:
+    return [m.tree_peak_kb for m in row.runs]
+
+
+def _median_s(row: Row) -> float | None:
+    return row.median_s
+
+
+def _peak_kb(row: Row) -> float | None:
+    return row.peak_kb
+
+
+def _show_s(seconds: float) -> str:
+    return f"{seconds:.2f} s"
+
+
+def _show_kb(kb: float) -> str:
+    return _mb(int(kb))
+
+
+@dataclass
+class Measure:
+    """What a ratio row compares: a figure of a tool's rounds, its display, the limit."""
+
+    value: Callable[[Row], float | None]
+    show: Callable[[float], str]
+    limit: float
+    target: str
+
+
+WALL = Measure(_median_s, _show_s, TARGET_TIME_RATIO, f"≤ {TARGET_TIME_RATIO}{TIMES} peer")
+RSS = Measure(_peak_kb, _show_kb, TARGET_RSS_RATIO, f"≤ {TARGET_RSS_RATIO}{TIMES} peer")
+SERVE = Measure(_median_s, _show_s, TARGET_SERVE_RATIO, f"≤ {TARGET_SERVE_RATIO}{TIMES} peer")
+
+
+def _against_peer(
+    workload: str, ours: Row, peer: Row | None, no_peer: str, measure: Measure, note: str
+) -> BenchRow:
+    """Ours over the peer's figure; void (failed) when our totals are wrong or a run failed,
+    not measured (``passed`` None) when the peer has no figure."""
+    raw: dict[str, Any] = {
+        "ours_seconds": _seconds(ours),
+        "ours_peak_kb": _peaks(ours),
+        "peer_seconds": _seconds(peer) if peer else None,
+        "peer_peak_kb": _peaks(peer) if peer else None,
+        "target_ratio": measure.limit,
+    }
+    notes = [note]
+    if ours.problems:
+        notes.append(f"void: totals differ from the truth ({ours.problems[0]})")
+    if ours.error:
+        notes.append(f"error: {ours.error}")
+    mine = measure.value(ours) if ours.runs else None
+    if mine is None:
+        return BenchRow(
+            workload, "not measured", measure.target, False, note="; ".join(notes), values=raw
+        )
+    theirs = measure.value(peer) if peer is not None and peer.runs else None
+    if peer is not None and peer.error:
+        notes.append(f"ccusage error: {peer.error}")
+    if not theirs:
+        if peer is None:
+            notes.append(no_peer)
+        return BenchRow(
+            workload, measure.show(mine), measure.target, None, note="; ".join(notes), values=raw
+        )
+    ratio = mine / theirs
+    return BenchRow(
+        workload,
+        measure.show(mine),
+        measure.target,
+        ratio <= measure.limit and not ours.problems and not ours.error,
+        peer=measure.show(theirs),
+        ratio=ratio,
+        note="; ".join(notes),
+        values={**raw, "ratio": ratio},
+    )
+
+
+def result_rows(
+    env: Mapping[str, Any],
+    report: Row,
+    peer: Row | None,
+    serve: Row | None,
+    missing: str | None,
+) -> list[BenchRow]:
+    """The rows for ``python -m bench``: report against ccusage (time, memory, totals), and
+    with ``--serve`` serve's start-up scan and its memory after ingesting the history."""
+    size = f"{env['mb']:.0f} MB"
+    no_peer = missing or "ccusage not found (install it, or pass --ccusage PATH)"
+    rounds = f"{env['rounds']} round(s) per tool, alternating"
+    rows = [
+        _against_peer(
+            f"`report --json`, {size} history: wall time",
+            report,
+            peer,
+            no_peer,
+            WALL,
+            f"median of {rounds}",
+        ),
+        _against_peer(
+            f"`report --json`, {size} history: peak RSS",
+            report,
+            peer,
+            no_peer,
+            RSS,
+            f"process tree, largest of {rounds}",
+        ),
+    ]
+    peer_exact = None
+    if peer is not None and peer.runs:
+        peer_exact = "exact" if not peer.problems else f"{len(peer.problems)} difference(s)"
+    notes = []
+    if report.problems:
+        notes.append("otel-claude: " + "; ".join(report.problems[:3]))
+    if report.error:
+        notes.append(f"otel-claude error: {report.error}")
+    if peer is not None and peer.problems:
+        notes.append(f"ccusage: {'; '.join(peer.problems[:2])}")
+        if peer.note:
+            notes.append(peer.note)
+    rows.append(
+        BenchRow(
+            f"`report --json`, {size} history: totals",
+            ("exact" if not report.problems else f"{len(report.problems)} difference(s)")
+            if report.runs
+            else "not measured",
+            "= generator's ground truth",
+            bool(report.runs) and not report.problems and not report.error,
+            peer=peer_exact,
+            note="; ".join(notes),
+            values={
+                "problems": report.problems,
+                "peer_problems": peer.problems if peer is not None else None,
+                "peer_note": peer.note if peer is not None else None,
+            },
+        )
+    )
+    if serve is not None:
+        rows.append(
+            _against_peer(
+                f"`serve` cold start to `/readyz`, {size} history",
+                serve,
+                peer,
+                no_peer,
+                SERVE,
+                f"fresh state dir, median of {rounds}; peer: ccusage's report wall time",
+            )
+        )
+    if serve is not None and serve.runs:
+        source, memory = "serve's high-water RSS after its start-up scan", serve
+    else:
+        source, memory = "`report`'s peak RSS (serve not measured)", report
+    rows.append(
+        _against_peer(
+            f"memory after ingesting the {size} history",
+            memory,
+            peer,
+            no_peer,
+            RSS,
+            f"{source}; peer: ccusage's peak RSS",
+        )
+    )
+    for item in rows:
+        item.values.update(
+            history_mb=env["mb"], files=env["files"], rounds=env["rounds"], ccusage=env["ccusage"]
+        )
+    return rows
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--size", type=float, default=DEFAULT_MB, help="history size in MB")
@@ -631,6 +809,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--serve", action="store_true", help="also time serve's start-up scan")
     parser.add_argument("--keep", action="store_true", help="keep the generated history")
     parser.add_argument("--json", action="store_true", help="also print the numbers as JSON")
+    parser.add_argument("--rows", metavar="FILE", help="write the result rows (JSON) to FILE")
     return parser.parse_args(argv)
 
 
@@ -671,8 +850,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         run_rounds(tools, rows, truth, args.rounds, deadline)
         table = [rows[t.name] for t in tools]
+        serve: Row | None = None
         if args.serve:
-            table.append(measure_serve(ours_base, history, truth, args.rounds, deadline))
+            serve = measure_serve(ours_base, history, truth, args.rounds, deadline)
+            table.append(serve)
         env = {
             "cpu": cpu_model(),
             "cores": len(os.sched_getaffinity(0)),
@@ -714,6 +895,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
             )
         ours = rows["otel-claude"]
+        if args.rows:
+            write_rows(args.rows, result_rows(env, ours, peer, serve, missing))
         return 0 if ours.runs and not ours.problems and not ours.error else 1
     finally:
         if args.keep:

@@ -57,6 +57,21 @@ class ModelState:
             self.steps[i] += d
         return self._advance()
 
+    def add_plain_steps(self, deltas: tuple[int, ...] | list[int]) -> bool:
+        """Add step deltas when no result was ever raised; False (nothing changed) otherwise.
+
+        Without a result every counted value is the step sum itself (``emitted`` equals
+        ``steps`` field by field), so the increments are exactly ``deltas`` and the caller
+        may emit them without ``_advance`` and sum them with other steps first.
+        """
+        if any(self.result):
+            return False
+        steps, emitted = self.steps, self.emitted
+        for i, d in enumerate(deltas):
+            steps[i] += d
+            emitted[i] += d
+        return True
+
     def raise_result(self, totals: tuple[int, ...]) -> list[int]:
         """Raise result totals to ``totals`` (element-wise max); return counter increments."""
         for i, v in enumerate(totals):

@@ -31,6 +31,7 @@ from otel_claude.exposition.prometheus import LedgerCollector
 from otel_claude.health import SourceHealth
 from otel_claude.ledger import Ledger
 from otel_claude.pricing import load_price_table
+from otel_claude.sources.coldscan import scan_workers
 from otel_claude.sources.tailer import TranscriptTailer
 
 log = logging.getLogger(__name__)
@@ -108,6 +109,7 @@ def build_app(
             clock=clock,
             project_label=settings.project_label,
             project_allow=settings.project_allow,
+            workers=scan_workers(),
         )
         app.tailer.stats.limits = settings.ingest_limits
     stats: RequestStats | None = None

@@ -502,13 +502,8 @@ def _backfill(settings: Settings, args: argparse.Namespace) -> int:
 def _report(settings: Settings, args: argparse.Namespace) -> int:
     if args.state or args.source == "state":
         return _report_state(settings, args)
-    from otel_claude.report import (
-        default_workers,
-        history_files,
-        render_table,
-        scan_history,
-        summarize,
-    )
+    from otel_claude.report import history_files, render_table, scan_history, summarize
+    from otel_claude.sources.coldscan import scan_workers
     from otel_claude.timeutil import parse_day_or_time
 
     try:
@@ -531,7 +526,7 @@ def _report(settings: Settings, args: argparse.Namespace) -> int:
         roots,
         since=since,
         until=until,
-        workers=default_workers() if args.workers is None else max(1, args.workers),
+        workers=scan_workers() if args.workers is None else max(1, args.workers),
         progress=lambda n: bar.step("scanning transcripts", n),
         files=files,
     )

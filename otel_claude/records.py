@@ -88,6 +88,29 @@ def merge_steps(a: StepRecord, b: StepRecord) -> StepRecord:
     )
 
 
+def coalesce(records: list[Normalized]) -> list[Normalized]:
+    """Merge the steps of one message id within a batch into the first one's place.
+
+    What the ledger would make of them anyway (``merge_steps``), with far fewer updates:
+    a response is usually written as several lines in a row.
+    """
+    out: list[Normalized] = []
+    index: dict[str, int] = {}
+    for record in records:
+        if type(record) is not StepRecord:
+            out.append(record)
+            continue
+        at = index.get(record.message_id)
+        if at is None:
+            index[record.message_id] = len(out)
+            out.append(record)
+        else:
+            known = out[at]
+            assert isinstance(known, StepRecord)
+            out[at] = merge_steps(known, record)
+    return out
+
+
 @dataclass(frozen=True, slots=True)
 class ModelTotals:
     """One ``modelUsage`` entry of a result: cumulative for the call, subagents included.

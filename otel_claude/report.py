@@ -10,7 +10,6 @@ reading them and single steps by timestamp.
 from __future__ import annotations
 
 import multiprocessing
-import os
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -20,7 +19,8 @@ from typing import Any
 
 from otel_claude.pricing import Modifiers, PriceTable
 from otel_claude.records import TOKEN_TYPES, StepRecord, merge_steps
-from otel_claude.sources.transcripts import LineStats, parse_lines, transcript_files
+from otel_claude.sources.coldscan import PARALLEL_BYTES
+from otel_claude.sources.transcripts import LineStats, parse_lines, transcript_entries
 
 LONG_CONTEXT_THRESHOLD = 200_000
 
@@ -41,32 +41,15 @@ def history_files(roots: Iterable[Path], since: datetime | None = None) -> list[
     """
     lo = since.timestamp() if since else None
     files: list[tuple[int, Path]] = []
-    for path in transcript_files(list(roots)):
+    for path, entry in transcript_entries(list(roots)):
         try:
-            st = os.stat(path)
+            st = entry.stat()
         except OSError:
             continue
         if lo is not None and st.st_mtime < lo:
             continue
-        files.append((st.st_size, path))
+        files.append((st.st_size, Path(path)))
     return files
-
-
-#: Below this many bytes a history is scanned by one process: forking costs more than it saves.
-PARALLEL_BYTES = 64 << 20
-
-
-def default_workers() -> int:
-    """Processes for a cold scan: one per core the process may use, at most two.
-
-    Measured on a 2-core VM over a 500 MB history: two processes take 0.62 times the time
-    of one; a third on two cores only adds forking and merging.
-    """
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cores = os.cpu_count() or 1
-    return max(1, min(2, cores))
 
 
 def scan_history(
@@ -121,7 +104,6 @@ def scan_history(
         if progress is not None:
             progress(0)
     return merged
-
 
 
 #: A step as a plain tuple (``StepRecord`` field order): what a child sends back, because

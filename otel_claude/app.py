@@ -11,9 +11,8 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
-import httpx
-from opentelemetry.sdk.metrics import MeterProvider
 from prometheus_client import CollectorRegistry, ProcessCollector
 
 from otel_claude.admin.claude_code import ClaudeCodeReport
@@ -26,13 +25,17 @@ from otel_claude.config import Settings
 from otel_claude.exposition.admin import AdminCollector, Budgets
 from otel_claude.exposition.families import Family, admin_families, core_families
 from otel_claude.exposition.health import HealthCollector
-from otel_claude.exposition.otlp import build_meter_provider
+from otel_claude.exposition.otlp_env import otlp_enabled
 from otel_claude.exposition.prometheus import LedgerCollector
 from otel_claude.health import SourceHealth
 from otel_claude.ledger import Ledger
 from otel_claude.pricing import load_price_table
 from otel_claude.sources.coldscan import scan_workers
 from otel_claude.sources.tailer import TranscriptTailer
+
+if TYPE_CHECKING:
+    import httpx
+    from opentelemetry.sdk.metrics import MeterProvider
 
 log = logging.getLogger(__name__)
 
@@ -173,5 +176,8 @@ def build_app(
     registry.register(admin_gauges)
     registry.register(HealthCollector(health, stats))
     ProcessCollector(registry=registry)
-    app.meter_provider = build_meter_provider(ledger, env, families)
+    if otlp_enabled(env):  # the OpenTelemetry SDK is imported only when it is used
+        from otel_claude.exposition.otlp import build_meter_provider
+
+        app.meter_provider = build_meter_provider(ledger, env, families)
     return app

@@ -258,6 +258,10 @@ class _Calls:
         self._sessions[session] = calls
         return calls
 
+    def has_calls(self, session: str) -> bool:
+        """Whether ``session`` has any call (loaded by ``preload`` or ``_load_session``)."""
+        return bool(self._max_seq.get(session)) or bool(self._sessions.get(session))
+
     def preload(self, since: Mapping[str, float | None]) -> None:
         """Load the calls of many sessions at once, as ``_load_session`` would one by one.
 
@@ -843,8 +847,19 @@ class Ledger:
         )
         new_results: list[tuple[str, float]] = []
         models_before = set(self._models)
+        for it in items:  # new model names in the order the general path would see them
+            if isinstance(it, StepRecord) and rows.get(it.message_id) is None:
+                self._label_model(it.model)
+        try:
+            bulk = self._apply_first_sight(items, source, rows, calls, now, summary, delta)
+        except BaseException:
+            self._models = models_before
+            raise
+        bulk_steps = summary.new_keys.get("steps", 0)
         plain: dict[_PlainKey, list[int]] = {}
         for index, item in enumerate(items):
+            if index in bulk:
+                continue
             if isinstance(item, StepRecord):
                 changed = self._apply_step(item, rows, calls, since, now, delta, plain)
                 if changed:
@@ -878,7 +893,7 @@ class Ledger:
                 delta[(REJECTED, (source, item.reason))] += 1
         self._emit_plain(delta, plain)
         summary.new_keys = {
-            "steps": sum(1 for r in rows.values() if r is not None and r.new),
+            "steps": bulk_steps + sum(1 for r in rows.values() if r is not None and r.new),
             "results": len(new_results),
             "calls": calls.created,
         }
@@ -912,6 +927,127 @@ class Ledger:
         except BaseException:
             self._models = models_before
             raise
+
+    def _apply_first_sight(
+        self,
+        items: Sequence[Normalized],
+        source: str,
+        rows: Mapping[str, _StepRow | None],
+        calls: _Calls,
+        now: float,
+        summary: ApplySummary,
+        delta: defaultdict[CounterKey, int],
+    ) -> set[int]:
+        """Count in bulk the steps of sessions seen for the first time; return their indexes.
+
+        A session qualifies when it has no call yet, no result or call start in the batch,
+        and each of its steps is a message id never seen before and found once in the batch:
+        the common shape of a cold transcript scan. For such a session the general path
+        comes down to one open call whose per-model state is the sum of the steps, and
+        increments that are the steps themselves; doing exactly that with sums takes
+        0.1 s instead of 0.4 s for 30k steps. Sessions do not share calls or step rows, so
+        the others take the general path unaffected.
+        """
+        by_session: dict[str, list[int]] = {}
+        excluded: set[str] = set()
+        seen_ids: dict[str, int] = {}
+        ids: dict[int, str] = {}
+        for index, item in enumerate(items):
+            if isinstance(item, StepRecord):
+                ids[index] = item.message_id
+                by_session.setdefault(item.session_id, []).append(index)
+                seen_ids[item.message_id] = seen_ids.get(item.message_id, 0) + 1
+                if rows.get(item.message_id) is not None:
+                    excluded.add(item.session_id)
+            elif isinstance(item, ResultRecord | CallStart):
+                excluded.add(item.session_id)
+        eligible = [
+            session
+            for session, indexes in by_session.items()
+            if session not in excluded
+            and not calls.has_calls(session)
+            and all(seen_ids[ids[i]] == 1 for i in indexes)
+        ]
+        if not eligible:
+            return set()
+        taken = sorted(i for session in eligible for i in by_session[session])
+        steps = [item for i in taken if isinstance(item := items[i], StepRecord)]
+        labels: dict[str, str] = {}
+        groups: dict[_PlainKey, list[int]] = {}
+        sessions: dict[str, dict[str, list[int]]] = {}
+        inserts = []
+        counted: defaultdict[tuple[str, str], int] = defaultdict(int)
+        for step in steps:
+            model = labels.get(step.model)
+            if model is None:
+                model = labels[step.model] = self._label_model(step.model)
+            mods = (
+                (_BATCH if step.batch else 0)
+                | (_GEO_US if step.geo_us else 0)
+                | (_FAST if step.fast else 0)
+            )
+            values = step.fields()
+            long_context = values[0] + values[2] + values[3] + values[
+                4
+            ] > LONG_CONTEXT_THRESHOLD and self._prices.long_context_eligible(model)
+            key = (model, step.source, step.project, mods, long_context)
+            sums = groups.get(key)
+            if sums is None:
+                groups[key] = list(values)
+            else:
+                for i, v in enumerate(values):
+                    sums[i] += v
+            per_model = sessions.setdefault(step.session_id, {})
+            sums = per_model.get(model)
+            if sums is None:
+                per_model[model] = list(values)
+            else:
+                for i, v in enumerate(values):
+                    sums[i] += v
+            counted[(model, step.source)] += 1
+            inserts.append(
+                (
+                    step.message_id,
+                    step.session_id,
+                    1,
+                    model,
+                    step.source,
+                    mods,
+                    *values,
+                    now,
+                    step.project,
+                )
+            )
+        for (model, step_source), n in counted.items():
+            delta[(STEPS, (model, step_source))] += n
+        summary.accepted += len(steps)
+        delta[(MESSAGES, (source, "accepted"))] += len(steps)
+        self._emit_plain(delta, groups)
+        calls.created += len(sessions)
+        self._conn.executemany(
+            "INSERT INTO calls (session_id, seq, closed_at, state, updated_at) "
+            "VALUES (?, 1, NULL, ?, ?)",
+            [
+                (
+                    session,
+                    json.dumps(
+                        {m: ModelState(v, None, list(v)).to_list() for m, v in models.items()},
+                        separators=(",", ":"),
+                    ),
+                    now,
+                )
+                for session, models in sessions.items()
+            ],
+        )
+        inserts.sort()  # in key order: B-tree inserts then mostly append to the same pages
+        self._conn.executemany(
+            "INSERT INTO steps (message_id, session_id, call_seq, model, source, mods, "
+            "f0, f1, f2, f3, f4, f5, seen_at, project) "
+            "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            inserts,
+        )
+        summary.new_keys["steps"] = len(steps)
+        return set(taken)
 
     def _load_steps(self, ids: Iterable[str]) -> dict[str, _StepRow | None]:
         found: dict[str, _StepRow | None] = {}

@@ -346,3 +346,65 @@ def test_foreign_or_corrupt_state_is_refused(tmp_path: Path) -> None:
         Ledger(foreign, prices=load_price_table())
     with sqlite3.connect(foreign) as db:  # untouched
         assert [r[0] for r in db.execute("SELECT name FROM sqlite_master")] == ["invoices"]
+
+
+def _state(ledger: Ledger) -> tuple[object, ...]:
+    """Everything a batch leaves behind: totals, step rows, calls and key counts."""
+    conn = ledger._conn  # the tables themselves, not a view of them
+    return (
+        ledger.snapshot(),
+        conn.execute("SELECT * FROM steps ORDER BY message_id").fetchall(),
+        conn.execute("SELECT * FROM calls ORDER BY session_id, seq").fetchall(),
+        ledger.key_counts(),
+    )
+
+
+def test_first_sight_bulk_path_equals_the_general_path(
+    make_ledger: Callable[..., Ledger], tmp_path: Path
+) -> None:
+    """A cold transcript batch (new sessions, new ids) counted in bulk leaves exactly what
+    one step at a time leaves, where every step after a session's first takes the general
+    path; with modifiers, long context, projects, rejects and an unpriced model mixed in."""
+    from otel_claude.records import Rejected, coalesce
+    from otel_claude.sources.transcripts import LineStats, parse_lines
+    from tests.history import generate_history
+
+    generate_history(tmp_path / "h", seed=4, target_bytes=12_000_000)
+    records: list = []
+    for path in sorted((tmp_path / "h").rglob("*.jsonl")):
+        records += parse_lines(path.read_bytes(), LineStats(), source="transcript")
+    extra = [
+        StepRecord("bulk-a", "s-x", "claude-opus-4-6", "transcript", 250_000, 3),
+        StepRecord("bulk-b", "s-x", "claude-future-9", "transcript", 5, 5),
+        StepRecord(
+            "bulk-c",
+            "s-y",
+            "claude-haiku-4-5",
+            "transcript",
+            1,
+            2,
+            batch=True,
+            geo_us=True,
+            fast=True,
+            project="acme",
+        ),
+        Rejected("invalid_json", "x"),
+    ]
+    records = coalesce(records + extra)
+    steps = [r for r in records if isinstance(r, StepRecord)]
+    assert len(steps) > 300
+    bulk = make_ledger("bulk.sqlite3", clock=lambda: 1_000.0)
+    bulk.apply(records, source="transcript")
+    one_by_one = make_ledger("one.sqlite3", clock=lambda: 1_000.0)
+    for record in records:
+        one_by_one.apply([record], source="transcript")
+    got, want = _state(bulk), _state(one_by_one)
+    assert isinstance(got[0], dict) and isinstance(want[0], dict)
+    assert {k: v for k, v in got[0].items() if want[0].get(k) != v} == {}
+    assert {k: v for k, v in want[0].items() if got[0].get(k) != v} == {}
+    assert got[1:] == want[1:]
+    # And a second pass over the same records changes nothing in either.
+    before = _state(bulk)
+    bulk.apply(records, source="transcript")
+    after = _state(bulk)
+    assert after[1:3] == before[1:3]

@@ -15,12 +15,13 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from otel_claude import __version__
 from otel_claude.errors import OtelClaudeError
+
+if TYPE_CHECKING:  # imported when a client is made: serving without a key never needs it
+    import httpx
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +94,8 @@ class AdminClient:
         sleep: Callable[[float], None] = time.sleep,
         stats: RequestStats | None = None,
     ) -> None:
+        import httpx
+
         self._http = httpx.Client(
             base_url=base_url.rstrip("/"),
             headers={
@@ -205,6 +208,8 @@ class AdminClient:
 
     def _attempt(self, endpoint: str, params: Params) -> _Outcome:
         """Make one request and classify what came back."""
+        import httpx
+
         try:
             response = self._http.get(f"/v1/organizations/{endpoint}", params=list(params))
         except httpx.TimeoutException:

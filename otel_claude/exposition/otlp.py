@@ -16,35 +16,11 @@ from opentelemetry.sdk.resources import Resource
 
 from otel_claude import __version__
 from otel_claude.exposition.families import FAMILIES, Family, family_series
+from otel_claude.exposition.otlp_env import PROTOCOLS, otlp_enabled, otlp_protocol
 from otel_claude.ledger import CounterKey, Ledger
 
 METER_NAME = "otel_claude"
-
-
-def otlp_enabled(env: Mapping[str, str]) -> bool:
-    """Whether the standard OTel variables ask for OTLP metric export."""
-    if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
-        return False
-    exporters = {e.strip().lower() for e in env.get("OTEL_METRICS_EXPORTER", "").split(",")}
-    if "none" in exporters:
-        return False
-    if "otlp" in exporters:
-        return True
-    return bool(
-        env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT")
-    )
-
-
-PROTOCOLS = ("http/protobuf", "grpc")
-
-
-def otlp_protocol(env: Mapping[str, str]) -> str:
-    """The OTLP protocol chosen by the environment (default ``http/protobuf``)."""
-    return (
-        env.get("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL")
-        or env.get("OTEL_EXPORTER_OTLP_PROTOCOL")
-        or "http/protobuf"
-    ).strip()
+__all__ = ["PROTOCOLS", "build_meter_provider", "otlp_enabled", "otlp_protocol"]
 
 
 def _exporter(protocol: str) -> MetricExporter:

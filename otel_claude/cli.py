@@ -30,6 +30,10 @@ log = logging.getLogger("otel_claude.cli")
 
 READ_CHUNK = 1 << 20
 SHUTDOWN_OTLP_TIMEOUT_S = 5.0
+#: Requests ``backfill`` keeps in flight. The Admin API asks for one request a minute when
+#: polling, but accepts short bursts such as downloading paginated data.
+BACKFILL_CONCURRENCY = 4
+MAX_BACKFILL_CONCURRENCY = 16
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -108,6 +112,14 @@ def _parser() -> argparse.ArgumentParser:
         metavar="NAME=VALUE",
         help="extra label on every series (e.g. job=otel-claude to match the scrape job)",
     )
+    backfill.add_argument(
+        "--concurrency",
+        type=_concurrency,
+        default=BACKFILL_CONCURRENCY,
+        metavar="N",
+        help=f"Admin API requests in flight at once, 1 to {MAX_BACKFILL_CONCURRENCY} "
+        "(1: one after another)",
+    )
     backfill.set_defaults(handler=_backfill)
 
     report = commands.add_parser(
@@ -151,6 +163,16 @@ def _parser() -> argparse.ArgumentParser:
 
 
 # --- helpers ------------------------------------------------------------------------
+
+
+def _concurrency(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if not 1 <= value <= MAX_BACKFILL_CONCURRENCY:
+        raise argparse.ArgumentTypeError(f"must be 1 to {MAX_BACKFILL_CONCURRENCY}, got {value}")
+    return value
 
 
 @contextmanager
@@ -471,6 +493,7 @@ def _backfill(settings: Settings, args: argparse.Namespace) -> int:
             cost=cost,
             claude_code=claude_code,
             progress=progress,
+            concurrency=args.concurrency,
         )
         progress.finish()
         requests = sum(client.stats.copy()[0].values())

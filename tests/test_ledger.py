@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -351,10 +352,14 @@ def test_foreign_or_corrupt_state_is_refused(tmp_path: Path) -> None:
 def _state(ledger: Ledger) -> tuple[object, ...]:
     """Everything a batch leaves behind: totals, step rows, calls and key counts."""
     conn = ledger._conn  # the tables themselves, not a view of them
+    calls = [
+        (*row[:3], json.loads(row[3]), *row[4:])  # model order in the JSON is immaterial
+        for row in conn.execute("SELECT * FROM calls ORDER BY session_id, seq")
+    ]
     return (
         ledger.snapshot(),
         conn.execute("SELECT * FROM steps ORDER BY message_id").fetchall(),
-        conn.execute("SELECT * FROM calls ORDER BY session_id, seq").fetchall(),
+        calls,
         ledger.key_counts(),
     )
 
@@ -362,9 +367,9 @@ def _state(ledger: Ledger) -> tuple[object, ...]:
 def test_first_sight_bulk_path_equals_the_general_path(
     make_ledger: Callable[..., Ledger], tmp_path: Path
 ) -> None:
-    """A cold transcript batch (new sessions, new ids) counted in bulk leaves exactly what
-    one step at a time leaves, where every step after a session's first takes the general
-    path; with modifiers, long context, projects, rejects and an unpriced model mixed in."""
+    """Steps counted in bulk leave exactly what the step-by-step path leaves: a cold
+    transcript history, with modifiers, long context, projects, rejects and an unpriced
+    model mixed in, in one batch against small batches without the bulk path."""
     from otel_claude.records import Rejected, coalesce
     from otel_claude.sources.transcripts import LineStats, parse_lines
     from tests.history import generate_history
@@ -395,9 +400,9 @@ def test_first_sight_bulk_path_equals_the_general_path(
     assert len(steps) > 300
     bulk = make_ledger("bulk.sqlite3", clock=lambda: 1_000.0)
     bulk.apply(records, source="transcript")
-    one_by_one = make_ledger("one.sqlite3", clock=lambda: 1_000.0)
-    for record in records:
-        one_by_one.apply([record], source="transcript")
+    one_by_one = make_ledger("one.sqlite3", clock=lambda: 1_000.0, bulk=False)
+    for start in range(0, len(records), 97):  # batches that split sessions
+        one_by_one.apply(records[start : start + 97], source="transcript")
     got, want = _state(bulk), _state(one_by_one)
     assert isinstance(got[0], dict) and isinstance(want[0], dict)
     assert {k: v for k, v in got[0].items() if want[0].get(k) != v} == {}
@@ -408,3 +413,17 @@ def test_first_sight_bulk_path_equals_the_general_path(
     bulk.apply(records, source="transcript")
     after = _state(bulk)
     assert after[1:3] == before[1:3]
+
+
+def test_bulk_path_with_results_and_call_starts_equals_the_general_path(
+    make_ledger: Callable[..., Ledger],
+) -> None:
+    """SDK streams (results, init lines, resumed sessions, duplicates) in batches of every
+    size: wherever the bulk path takes steps, the stored state is the general path's."""
+    lines, _truth = generate(seed=21, sessions=40)
+    for size in (1, 7, 50, len(lines)):
+        bulk = make_ledger(f"bulk{size}.sqlite3", clock=lambda: 1_000.0)
+        general = make_ledger(f"general{size}.sqlite3", clock=lambda: 1_000.0, bulk=False)
+        _apply_lines(bulk, lines, batch=size)
+        _apply_lines(general, lines, batch=size)
+        assert _state(bulk) == _state(general), size

@@ -15,6 +15,7 @@ from otel_claude.config import Settings
 from otel_claude.exposition.admin import AdminCollector, Budgets
 from otel_claude.exposition.families import FAMILIES, admin_families
 from otel_claude.exposition.health import HealthCollector
+from otel_claude.exposition.page import MetricsPage
 from otel_claude.exposition.prometheus import LedgerCollector
 from otel_claude.health import SourceHealth
 from otel_claude.ledger import Ledger
@@ -38,7 +39,10 @@ def _registry(ledger: Ledger) -> CollectorRegistry:
 
 
 def _exposition(ledger: Ledger) -> str:
-    text = generate_latest(_registry(ledger)).decode()
+    registry = _registry(ledger)
+    text = generate_latest(registry).decode()
+    # The server's cached rendering sends the very same bytes.
+    assert MetricsPage().render(registry, "").body().decode() == text
     # Volatile values: the database size and the interpreter version.
     text = re.sub(r"^(otel_claude_ledger_size_bytes) \S+$", r"\1 <size>", text, flags=re.M)
     return text.replace(

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from otel_claude.ledger import TOKENS, Ledger
@@ -111,7 +112,10 @@ def test_discovery(tmp_path: Path) -> None:
     ]
 
 
-def test_every_trap_counts_exactly(make_ledger: Callable[..., Ledger], tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", [1, 2])
+def test_every_trap_counts_exactly(
+    make_ledger: Callable[..., Ledger], tmp_path: Path, workers: int
+) -> None:
     proj = project(tmp_path)
     (proj / "s1.jsonl").write_bytes(
         b"\n".join(
@@ -150,7 +154,8 @@ def test_every_trap_counts_exactly(make_ledger: Callable[..., Ledger], tmp_path:
         + assistant("m5", inp=1000, out=1000)[:60]
     )  # torn: still being written
     ledger = make_ledger()
-    tailer = TranscriptTailer(ledger, [tmp_path / "projects"])
+    # workers=2 with no size threshold: the cold scan is parsed in worker processes.
+    tailer = TranscriptTailer(ledger, [tmp_path / "projects"], workers=workers, parallel_bytes=0)
     tailer.scan()
     sonnet, haiku = "claude-sonnet-4-5", "claude-haiku-4-5"
     assert tokens(ledger) == {
@@ -494,3 +499,56 @@ def test_report_by_model_and_source_state(tmp_path: Path) -> None:
         timeout=60,
     )
     assert state.returncode == 1 and "nothing counted yet" in state.stderr
+
+
+PARALLEL = """
+import json, signal, sys
+sys.path.insert(0, {root!r})
+from pathlib import Path
+from otel_claude.ledger import Ledger
+from otel_claude.pricing import load_price_table
+from otel_claude.sources.tailer import TranscriptTailer
+
+# serve's own handler: SIGTERM only asks to stop. Workers must not inherit it, or
+# stopping the pool would wait on them for ever.
+signal.signal(signal.SIGTERM, lambda *_: None)
+out = {{}}
+for workers in (1, 2):
+    ledger = Ledger(Path({tmp!r}) / f"w{{workers}}.sqlite3", prices=load_price_table())
+    tailer = TranscriptTailer(ledger, [Path({projects!r})], workers=workers, parallel_bytes=0)
+    tailer.scan()
+    out[workers] = [
+        sorted((f, list(l), v) for (f, l), v in ledger.snapshot().items()),
+        ledger.cursors("transcript:"),
+        [tailer.stats.lines, tailer.stats.skipped, tailer.stats.rejected],
+    ]
+print(json.dumps(out))
+"""
+
+
+def test_parallel_cold_scan_equals_serial_and_never_hangs(tmp_path: Path) -> None:
+    """The cold scan in worker processes commits what one process commits (totals,
+    positions, line statistics), and finishes under a SIGTERM handler like serve's."""
+    from tests.history import generate_history
+
+    truth = generate_history(tmp_path / "h", seed=9, target_bytes=3_000_000)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            PARALLEL.format(
+                root=str(ROOT), tmp=str(tmp_path), projects=str(tmp_path / "h" / "projects")
+            ),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["1"] == out["2"]
+    totals = {(tuple(labels), v) for f, labels, v in out["2"][0] if f == TOKENS}
+    by_type: Counter[str] = Counter()
+    for labels, v in totals:
+        by_type[labels[1]] += v
+    assert dict(by_type) == {t: n for t, n in truth.totals().items() if n}

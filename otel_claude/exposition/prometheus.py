@@ -1,7 +1,8 @@
 """Render ledger totals for Prometheus through a custom prometheus-client collector.
 
-The collector builds fresh metric families from a snapshot of the ledger on every scrape,
-so concurrent scrapes cannot race with ingestion and nothing is counted outside the ledger.
+Counter families come from a snapshot of the ledger, so concurrent scrapes cannot race with
+ingestion and nothing is counted outside the ledger; their text is cached per ledger version
+(``counters.CounterText``), the small gauges are built fresh on every scrape.
 Example exposition::
 
     # TYPE claude_agent_tokens_total counter
@@ -13,11 +14,12 @@ from __future__ import annotations
 import platform
 from collections.abc import Iterator, Sequence
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from otel_claude import __version__
-from otel_claude.exposition.families import FAMILIES, Family, family_series
+from otel_claude.exposition.counters import CounterText
+from otel_claude.exposition.families import FAMILIES, Family
 from otel_claude.ledger import Ledger
 
 
@@ -31,16 +33,11 @@ class LedgerCollector(Collector):
         families: Sequence[Family] = FAMILIES,
     ) -> None:
         self._ledger = ledger
-        self._families = tuple(families)
+        self._counters = CounterText(ledger, families)
 
     def collect(self) -> Iterator[Metric]:
         """Yield one family per ledger counter, then the self-metrics."""
-        snapshot = self._ledger.snapshot()
-        for family in self._families:
-            metric = CounterMetricFamily(family.name, family.help, labels=family.labels)
-            for labels, value in sorted(family_series(family, snapshot).items()):
-                metric.add_metric(labels, family.value(value))
-            yield metric
+        yield from self._counters.metrics()
 
         info = GaugeMetricFamily(
             "otel_claude_build_info",

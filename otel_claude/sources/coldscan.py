@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -68,13 +69,33 @@ def parse_files(
 ) -> Iterator[FileResult]:
     """Results of ``tasks`` as workers finish them (in no particular order)."""
     ctx = multiprocessing.get_context("fork")
-    with ctx.Pool(workers) as pool:
+    pool = ctx.Pool(workers, initializer=_worker_signals)
+    finished = False
+    try:
         chunks = max(1, min(16, len(tasks) // (workers * 8)))
         for packed in pool.imap_unordered(
             _parse_packed, [(t, limits, source) for t in tasks], chunksize=chunks
         ):
             if packed is not None:
                 yield _unpack(packed)
+        finished = True
+    finally:
+        if finished:
+            pool.close()  # every task is done: the workers leave on their own
+        else:
+            pool.terminate()  # the caller stopped early (an error): stop them mid-task
+        pool.join()
+
+
+def _worker_signals() -> None:
+    """Default signal handling in a worker.
+
+    A forked worker inherits the parent's Python handlers; ``serve``'s SIGTERM handler
+    would make a worker ignore ``Pool.terminate()`` and block the parent for ever on
+    joining it. Ctrl-C is for the parent to handle.
+    """
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def parse_file(task: FileTask, limits: Limits, source: str) -> FileResult | None:

@@ -19,7 +19,7 @@ from typing import Any
 
 from otel_claude.pricing import Modifiers, PriceTable
 from otel_claude.records import TOKEN_TYPES, StepRecord, merge_steps
-from otel_claude.sources.coldscan import PARALLEL_BYTES
+from otel_claude.sources.coldscan import PARALLEL_BYTES, paused_gc
 from otel_claude.sources.transcripts import LineStats, parse_lines, transcript_entries
 
 LONG_CONTEXT_THRESHOLD = 200_000
@@ -69,10 +69,22 @@ def scan_history(
     files and the parts are merged with the same rule (largest value of each field, earliest
     timestamp), which is order-independent: the result does not depend on the split.
     """
-    lo = since.timestamp() if since else None
-    hi = until.timestamp() if until else None
     if files is None:
         files = history_files(roots, since)
+    with paused_gc():
+        return _scan(files, since, until, workers, progress, parallel_bytes)
+
+
+def _scan(
+    files: list[tuple[int, Path]],
+    since: datetime | None,
+    until: datetime | None,
+    workers: int,
+    progress: Callable[[int], None] | None,
+    parallel_bytes: int,
+) -> History:
+    lo = since.timestamp() if since else None
+    hi = until.timestamp() if until else None
     count = max(1, min(workers, len(files)))
     if count == 1 or sum(size for size, _ in files) < parallel_bytes:
         return _scan_files([p for _, p in files], lo, hi, progress)

@@ -25,7 +25,13 @@ from otel_claude.errors import LedgerError
 from otel_claude.health import SourceHealth
 from otel_claude.ledger import Ledger
 from otel_claude.records import Normalized, StepRecord, coalesce
-from otel_claude.sources.coldscan import PARALLEL_BYTES, FileTask, parse_files
+from otel_claude.sources.coldscan import (
+    PARALLEL_BYTES,
+    FileResult,
+    FileTask,
+    parse_files,
+    paused_gc,
+)
 from otel_claude.sources.transcripts import (
     SOURCE,
     LineStats,
@@ -39,8 +45,6 @@ log = logging.getLogger(__name__)
 NAME = "transcripts"
 CURSOR_PREFIX = "transcript:"
 READ_CHUNK = 8 << 20
-#: Records per commit while workers parse (see ``_scan_parallel``).
-PARALLEL_BATCH = 4000
 SAFETY_SCAN_S = 30.0  # with inotify working, a full stat pass this often
 
 
@@ -154,8 +158,11 @@ class TranscriptTailer:
                 unread += st.st_size - offset
         if unread < self._parallel_bytes:
             return
-        limits = self.stats.limits
-        for result in parse_files(tasks, limits, SOURCE, self._workers):
+        with paused_gc():
+            self._commit_parsed(parse_files(tasks, self.stats.limits, SOURCE, self._workers))
+
+    def _commit_parsed(self, results: Iterable[FileResult]) -> None:
+        for result in results:
             self._add_stats(result.stats)
             records = result.records
             if self._project_label:
@@ -167,8 +174,7 @@ class TranscriptTailer:
             position = Position(result.inode, result.offset)
             self._positions[result.key] = position
             self._pending_cursors[CURSOR_PREFIX + result.key] = position.encode()
-            # Small batches: the ledger work overlaps the workers' parsing.
-            if len(self._pending) >= min(self._batch, PARALLEL_BATCH):
+            if len(self._pending) >= self._batch:  # committed while the workers go on
                 self._flush()
         self._flush()
 

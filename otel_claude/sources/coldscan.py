@@ -9,8 +9,8 @@ process, which commits results as they arrive while the workers go on parsing.
 
 Workers are forked: they start in milliseconds with every module already imported. They
 run only parsing code, touching no lock, file or connection of the parent, and leave through
-``os._exit`` (multiprocessing's pool workers), so threads the parent had at fork time do
-not matter to them.
+``os._exit`` (as every multiprocessing child does), so threads the parent had at fork time
+do not matter to them.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import multiprocessing
 import os
 import signal
 from collections.abc import Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -85,35 +86,54 @@ class FileResult:
 def parse_files(
     tasks: Sequence[FileTask], limits: Limits, source: str, workers: int
 ) -> Iterator[FileResult]:
-    """Results of ``tasks`` as workers finish them (in no particular order)."""
-    ctx = multiprocessing.get_context("fork")
-    pool = ctx.Pool(workers, initializer=_worker_signals)
+    """Results of ``tasks`` as workers finish them (in no particular order).
+
+    A worker that dies (the OOM killer, say) raises ``BrokenProcessPool`` here instead of
+    leaving the scan waiting for ever, as ``multiprocessing.Pool`` would.
+    """
+    size = max(1, min(16, len(tasks) // (workers * 8)))
+    executor = ProcessPoolExecutor(
+        workers, mp_context=multiprocessing.get_context("fork"), initializer=_worker_signals
+    )
     finished = False
     try:
-        chunks = max(1, min(16, len(tasks) // (workers * 8)))
-        for packed in pool.imap_unordered(
-            _parse_packed, [(t, limits, source) for t in tasks], chunksize=chunks
-        ):
-            if packed is not None:
-                yield _unpack(packed)
+        pending = {
+            executor.submit(_parse_chunk, tasks[i : i + size], limits, source)
+            for i in range(0, len(tasks), size)
+        }
+        while pending:
+            # Finished futures are dropped as soon as they are used, so the parsed records
+            # are held once, not until the end of the scan (20 MiB on a 500 MB history).
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                for packed in future.result():
+                    yield _unpack(packed)
+            del done
         finished = True
     finally:
-        if finished:
-            pool.close()  # every task is done: the workers leave on their own
-        else:
-            pool.terminate()  # the caller stopped early (an error): stop them mid-task
-        pool.join()
+        # On an early stop (an error here or in the caller) queued chunks are dropped and
+        # running ones finish on their own; nothing they produce is used.
+        executor.shutdown(wait=finished, cancel_futures=True)
 
 
 def _worker_signals() -> None:
     """Default signal handling in a worker.
 
-    A forked worker inherits the parent's Python handlers; ``serve``'s SIGTERM handler
-    would make a worker ignore ``Pool.terminate()`` and block the parent for ever on
-    joining it. Ctrl-C is for the parent to handle.
+    A forked worker inherits the parent's Python handlers: ``serve``'s SIGTERM handler
+    only asks to stop, so a worker would outlive a SIGTERM meant to end it. Ctrl-C is for
+    the parent to handle.
     """
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _parse_chunk(tasks: Sequence[FileTask], limits: Limits, source: str) -> list[_Packed]:
+    out = []
+    for task in tasks:
+        packed = _parse_packed((task, limits, source))
+        if packed is not None:
+            out.append(packed)
+    return out
 
 
 def parse_file(task: FileTask, limits: Limits, source: str) -> FileResult | None:

@@ -19,6 +19,7 @@ import gc
 import multiprocessing
 import os
 import signal
+import sys
 from collections.abc import Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from contextlib import contextmanager
@@ -37,8 +38,12 @@ def scan_workers() -> int:
     """Processes for a cold scan: one per core this process may use, at most two.
 
     Measured on a 2-core VM over a 500 MB history: two processes take 0.62 times the
-    time of one; a third on two cores only adds forking and merging.
+    time of one; a third on two cores only adds forking and merging. Only on Linux:
+    workers are forked, and macOS system libraries do not survive a fork of a process
+    with threads (``serve`` has some), which is why Python defaults to spawning there.
     """
+    if not sys.platform.startswith("linux"):
+        return 1
     try:
         cores = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):

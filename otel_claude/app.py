@@ -13,29 +13,23 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, ProcessCollector
-
-from otel_claude.admin.claude_code import ClaudeCodeReport
-from otel_claude.admin.client import AdminClient, RequestStats
-from otel_claude.admin.cost import CostReport
-from otel_claude.admin.names import NamesReport
-from otel_claude.admin.poller import Poller, Report
-from otel_claude.admin.usage import UsageReport
 from otel_claude.config import Settings
-from otel_claude.exposition.admin import AdminCollector, Budgets
-from otel_claude.exposition.families import Family, admin_families, core_families
-from otel_claude.exposition.health import HealthCollector
-from otel_claude.exposition.otlp_env import otlp_enabled
-from otel_claude.exposition.prometheus import LedgerCollector
 from otel_claude.health import SourceHealth
 from otel_claude.ledger import Ledger
 from otel_claude.pricing import load_price_table
 from otel_claude.sources.coldscan import scan_workers
 from otel_claude.sources.tailer import TranscriptTailer
 
+# The exposition, Admin API and HTTP client modules are imported by ``build_app`` once a
+# cold transcript scan is under way: its workers parse during those 0.1 s of imports.
 if TYPE_CHECKING:
     import httpx
     from opentelemetry.sdk.metrics import MeterProvider
+    from prometheus_client import CollectorRegistry
+
+    from otel_claude.admin.client import AdminClient
+    from otel_claude.admin.poller import Poller, Report
+    from otel_claude.exposition.families import Family
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +51,8 @@ class App:
 
     def close(self) -> None:
         """Close the upstream client and the ledger (the caller flushes OTLP first)."""
+        if self.tailer is not None:
+            self.tailer.close()
         if self.admin_client is not None:
             self.admin_client.close()
         self.ledger.close()
@@ -92,18 +88,17 @@ def build_app(
     transport: httpx.BaseTransport | None = None,
     sleep: Callable[[float], None] = time.sleep,
 ) -> App:
-    """Open the ledger, create the sources and both renderers."""
+    """Open the ledger, create the sources and both renderers.
+
+    A large cold transcript scan is started first, while this process has no other
+    thread to fork with (``TranscriptTailer.start_cold_scan``).
+    """
     ledger = open_ledger(settings, clock=clock)
     health = SourceHealth()
     health.enable("ingest", ready=True)
-    families = core_families(settings.project_label) + admin_families(
-        settings.admin_group_by, settings.actor_labels
-    )
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(LedgerCollector(ledger, families=families))
-    app = App(settings, ledger, health, registry, families)
+    tailer: TranscriptTailer | None = None
     if settings.transcripts_enabled:
-        app.tailer = TranscriptTailer(
+        tailer = TranscriptTailer(
             ledger,
             settings.transcript_roots,
             health=health,
@@ -114,7 +109,29 @@ def build_app(
             project_allow=settings.project_allow,
             workers=scan_workers(),
         )
-        app.tailer.stats.limits = settings.ingest_limits
+        tailer.stats.limits = settings.ingest_limits
+        tailer.start_cold_scan()
+
+    from prometheus_client import CollectorRegistry, ProcessCollector
+
+    from otel_claude.admin.claude_code import ClaudeCodeReport
+    from otel_claude.admin.client import AdminClient, RequestStats
+    from otel_claude.admin.cost import CostReport
+    from otel_claude.admin.names import NamesReport
+    from otel_claude.admin.poller import Poller
+    from otel_claude.admin.usage import UsageReport
+    from otel_claude.exposition.admin import AdminCollector, Budgets
+    from otel_claude.exposition.families import admin_families, core_families
+    from otel_claude.exposition.health import HealthCollector
+    from otel_claude.exposition.otlp_env import otlp_enabled
+    from otel_claude.exposition.prometheus import LedgerCollector
+
+    families = core_families(settings.project_label) + admin_families(
+        settings.admin_group_by, settings.actor_labels
+    )
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(LedgerCollector(ledger, families=families))
+    app = App(settings, ledger, health, registry, families, tailer=tailer)
     stats: RequestStats | None = None
     admin_gauges: AdminCollector | None = None
     if settings.admin_api_key:

@@ -220,11 +220,12 @@ def run_serve(
 ) -> int:
     """Serve until SIGTERM/SIGINT; ``on_started(stop, url)`` runs in a thread once listening."""
     from otel_claude.app import build_app
-    from otel_claude.landing import LandingData
-    from otel_claude.server import ExporterServer, IngestEndpoint
 
     with _state_lock(settings):
-        app = build_app(settings, env)
+        app = build_app(settings, env)  # first: it may fork cold-scan workers (no threads yet)
+        from otel_claude.landing import LandingData
+        from otel_claude.server import ExporterServer, IngestEndpoint
+
         ingest = IngestEndpoint(
             app.ledger,
             token=settings.ingest_token,

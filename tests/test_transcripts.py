@@ -590,3 +590,33 @@ def test_a_dead_worker_fails_the_scan_instead_of_hanging(
     again = TranscriptTailer(ledger, [tmp_path / "projects"], workers=2, parallel_bytes=0)
     again.scan()
     assert tokens(ledger)[("claude-sonnet-4-5", "output")] == 1 + 2 + 3 + 4
+
+
+def test_cold_scan_started_early_is_committed_by_the_first_scan(
+    make_ledger: Callable[..., Ledger], tmp_path: Path
+) -> None:
+    """``serve`` starts the workers before building the rest: the first scan commits their
+    results exactly once, and a job never read is stopped by ``close()``."""
+    import multiprocessing
+
+    proj = project(tmp_path)
+    for f in range(6):
+        (proj / f"s{f}.jsonl").write_bytes(assistant(f"m{f}", out=f + 1) + b"\n")
+    ledger = make_ledger()
+    tailer = TranscriptTailer(ledger, [tmp_path / "projects"], workers=2, parallel_bytes=0)
+    assert tailer.start_cold_scan()
+    with (proj / "s0.jsonl").open("ab") as fh:  # written after the job was planned
+        fh.write(assistant("late", out=100) + b"\n")
+    tailer.scan()
+    assert tokens(ledger)[("claude-sonnet-4-5", "output")] == 21 + 100
+    assert not multiprocessing.active_children()
+
+    unread = TranscriptTailer(
+        make_ledger("other.sqlite3"), [tmp_path / "projects"], workers=2, parallel_bytes=0
+    )
+    assert unread.start_cold_scan()
+    unread.close()
+    deadline = time.monotonic() + 10
+    while multiprocessing.active_children() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not multiprocessing.active_children()

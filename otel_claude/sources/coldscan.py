@@ -21,7 +21,7 @@ import os
 import signal
 import sys
 from collections.abc import Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -88,37 +88,69 @@ class FileResult:
     stats: LineStats
 
 
+class ParseJob:
+    """Files being parsed by worker processes; ``results()`` yields them as they finish.
+
+    ``start()`` forks the workers and hands them every file at once, so a job can be
+    started early (``serve`` starts its cold scan before importing the rest of itself, and
+    forks while it has no other thread yet) and read later. A worker that dies (the OOM
+    killer, say) raises ``BrokenProcessPool`` from ``results()`` instead of leaving the
+    scan waiting for ever, as ``multiprocessing.Pool`` would.
+    """
+
+    def __init__(
+        self, tasks: Sequence[FileTask], limits: Limits, source: str, workers: int
+    ) -> None:
+        self.tasks = list(tasks)
+        self._limits = limits
+        self._source = source
+        self._workers = workers
+        self._executor: ProcessPoolExecutor | None = None
+        self._pending: set[Future[list[_Packed]]] = set()
+
+    def start(self) -> ParseJob:
+        """Fork the workers and queue every file (in chunks of up to 16)."""
+        tasks, workers = self.tasks, self._workers
+        size = max(1, min(16, len(tasks) // (workers * 8)))
+        self._executor = ProcessPoolExecutor(
+            workers, mp_context=multiprocessing.get_context("fork"), initializer=_worker_signals
+        )
+        self._pending = {
+            self._executor.submit(_parse_chunk, tasks[i : i + size], self._limits, self._source)
+            for i in range(0, len(tasks), size)
+        }
+        return self
+
+    def results(self) -> Iterator[FileResult]:
+        """Every file's result, in the order the workers finish them; stops the workers."""
+        if self._executor is None:
+            self.start()
+        finished = False
+        try:
+            while self._pending:
+                # Finished futures are dropped as soon as they are used, so the parsed
+                # records are held once, not until the end (20 MiB on a 500 MB history).
+                done, self._pending = wait(self._pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    for packed in future.result():
+                        yield _unpack(packed)
+                del done
+            finished = True
+        finally:
+            self.stop(wait=finished)
+
+    def stop(self, wait: bool = False) -> None:
+        """Release the workers; unfinished chunks are dropped (nothing they make is used)."""
+        if self._executor is not None:
+            self._executor.shutdown(wait=wait, cancel_futures=True)
+            self._pending = set()
+
+
 def parse_files(
     tasks: Sequence[FileTask], limits: Limits, source: str, workers: int
 ) -> Iterator[FileResult]:
-    """Results of ``tasks`` as workers finish them (in no particular order).
-
-    A worker that dies (the OOM killer, say) raises ``BrokenProcessPool`` here instead of
-    leaving the scan waiting for ever, as ``multiprocessing.Pool`` would.
-    """
-    size = max(1, min(16, len(tasks) // (workers * 8)))
-    executor = ProcessPoolExecutor(
-        workers, mp_context=multiprocessing.get_context("fork"), initializer=_worker_signals
-    )
-    finished = False
-    try:
-        pending = {
-            executor.submit(_parse_chunk, tasks[i : i + size], limits, source)
-            for i in range(0, len(tasks), size)
-        }
-        while pending:
-            # Finished futures are dropped as soon as they are used, so the parsed records
-            # are held once, not until the end of the scan (20 MiB on a 500 MB history).
-            done, pending = wait(pending, return_when=FIRST_COMPLETED)
-            for future in done:
-                for packed in future.result():
-                    yield _unpack(packed)
-            del done
-        finished = True
-    finally:
-        # On an early stop (an error here or in the caller) queued chunks are dropped and
-        # running ones finish on their own; nothing they produce is used.
-        executor.shutdown(wait=finished, cancel_futures=True)
+    """Results of ``tasks`` parsed by ``workers`` processes, as they finish."""
+    return ParseJob(tasks, limits, source, workers).results()
 
 
 def _worker_signals() -> None:

@@ -29,7 +29,7 @@ from otel_claude.sources.coldscan import (
     PARALLEL_BYTES,
     FileResult,
     FileTask,
-    parse_files,
+    ParseJob,
     paused_gc,
 )
 from otel_claude.sources.transcripts import (
@@ -107,6 +107,7 @@ class TranscriptTailer:
         self._max_projects = max_projects
         self._workers = workers
         self._parallel_bytes = parallel_bytes
+        self._early: ParseJob | None = None
         self._projects: set[str] = set()
         self._pending: list[Normalized] = []
         self._pending_cursors: dict[str, str] = {}
@@ -135,6 +136,19 @@ class TranscriptTailer:
                 for k in gone:
                     del self._positions[k]
 
+    def start_cold_scan(self) -> bool:
+        """Start parsing every transcript with much unread data in worker processes now.
+
+        ``serve`` calls this before it imports and builds everything else (and before it
+        has any other thread): the workers parse while it starts, and the first ``scan``
+        commits what they found. Returns whether workers were started.
+        """
+        if self._workers > 1 and self._early is None:
+            self._early = self._plan_parallel(list(transcript_files(self.roots)))
+            if self._early is not None:
+                self._early.start()
+        return self._early is not None
+
     def _scan_parallel(self, paths: list[Path]) -> None:
         """Parse files with much unread data in worker processes, committing as they finish.
 
@@ -144,6 +158,15 @@ class TranscriptTailer:
         in the middle leaves every file either counted up to its committed position or not
         at all.
         """
+        job, self._early = self._early, None
+        if job is None:
+            job = self._plan_parallel(paths)
+        if job is not None:
+            with paused_gc():
+                self._commit_parsed(job.results())
+
+    def _plan_parallel(self, paths: list[Path]) -> ParseJob | None:
+        """A parse job for the files' unread parts, or None below ``parallel_bytes``."""
         tasks: list[FileTask] = []
         unread = 0
         for path in paths:
@@ -160,9 +183,14 @@ class TranscriptTailer:
                 tasks.append(FileTask(key, key, st.st_ino, offset))
                 unread += st.st_size - offset
         if unread < self._parallel_bytes:
-            return
-        with paused_gc():
-            self._commit_parsed(parse_files(tasks, self.stats.limits, SOURCE, self._workers))
+            return None
+        return ParseJob(tasks, self.stats.limits, SOURCE, self._workers)
+
+    def close(self) -> None:
+        """Stop workers of a cold scan that was started but never read."""
+        job, self._early = self._early, None
+        if job is not None:
+            job.stop()
 
     def _commit_parsed(self, results: Iterable[FileResult]) -> None:
         for result in results:

@@ -35,6 +35,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from otel_claude.accounting import FIELD_COUNT, ModelState
 from otel_claude.errors import LedgerError
@@ -997,17 +998,19 @@ class Ledger:
         # Values are collected per group and summed column-wise at the end (``sum`` over
         # ``zip``, in C): half the time of adding them up field by field in the loop.
         labels: dict[str, str] = {}
-        groups: dict[_PlainKey, list[tuple[int, ...]]] = {}
-        per_call: dict[tuple[str, str], list[tuple[int, ...]]] = {}
-        open_calls: dict[str, _Call] = {}
+        # One group per session and price group: both the calls' model states and the
+        # counters are sums over these (far fewer than steps).
+        collected: dict[tuple[str, str, str, str, int, bool], list[tuple[int, ...]]] = {}
+        seqs: dict[str, int] = {}
         inserts = []
         eligible_model = self._prices.long_context_eligible
         for step in steps:
             session = step.session_id
-            call = open_calls.get(session)
-            if call is None:
-                call = open_calls[session] = calls.open_call(session, since.get(session))
+            seq = seqs.get(session)
+            if seq is None:
+                call = calls.open_call(session, since.get(session))
                 call.dirty = True
+                seq = seqs[session] = call.seq
             model = labels.get(step.model)
             if model is None:
                 model = labels[step.model] = self._label_model(step.model)
@@ -1018,26 +1021,20 @@ class Ledger:
                 if step.batch or step.geo_us or step.fast
                 else 0
             )
-            values = step.fields()
-            long_context = values[0] + values[2] + values[3] + values[
-                4
-            ] > LONG_CONTEXT_THRESHOLD and eligible_model(model)
-            key = (model, step.source, step.project, mods, long_context)
-            collected = groups.get(key)
-            if collected is None:
-                groups[key] = [values]
+            inp, read, c5m, c1h = step.input, step.cache_read, step.cache_5m, step.cache_1h
+            values = (inp, step.output, read, c5m, c1h, step.web_search)
+            long_context = inp + read + c5m + c1h > LONG_CONTEXT_THRESHOLD and eligible_model(model)
+            key = (session, model, step.source, step.project, mods, long_context)
+            group = collected.get(key)
+            if group is None:
+                collected[key] = [values]
             else:
-                collected.append(values)
-            collected = per_call.get((session, model))
-            if collected is None:
-                per_call[(session, model)] = [values]
-            else:
-                collected.append(values)
+                group.append(values)
             inserts.append(
                 (
                     step.message_id,
                     session,
-                    call.seq,
+                    seq,
                     model,
                     step.source,
                     mods,
@@ -1046,17 +1043,20 @@ class Ledger:
                     step.project,
                 )
             )
-        for (session, model), collected in per_call.items():
-            call = open_calls[session]
+        per_call: dict[tuple[str, str], list[int]] = {}
+        sums: dict[_PlainKey, list[int]] = {}
+        for (session, model, step_source, project, mods, long_context), group in collected.items():
+            total = [sum(column) for column in zip(*group, strict=True)]
+            _add_into(per_call, (session, model), total)
+            _add_into(sums, (model, step_source, project, mods, long_context), total)
+            delta[(STEPS, (model, step_source))] += len(group)
+        for (session, model), total in per_call.items():
+            call = calls.get(session, seqs[session])
             state = call.models.get(model)
             if state is None:
                 state = call.models[model] = ModelState()
-            added = state.add_plain_steps([sum(column) for column in zip(*collected, strict=True)])
+            added = state.add_plain_steps(total)
             assert added, "only calls without a result qualify"
-        sums: dict[_PlainKey, list[int]] = {}
-        for key, collected in groups.items():
-            sums[key] = [sum(column) for column in zip(*collected, strict=True)]
-            delta[(STEPS, (key[0], key[1]))] += len(collected)
         summary.accepted += len(steps)
         delta[(MESSAGES, (source, "accepted"))] += len(steps)
         self._emit_plain(delta, sums)
@@ -1261,6 +1261,19 @@ class Ledger:
                     delta[(UNPRICED, (model,))] += amount
             else:
                 delta[(COST, (model, "estimated", project))] += amount * rate
+
+
+_K = TypeVar("_K")
+
+
+def _add_into(target: dict[_K, list[int]], key: _K, values: list[int]) -> None:
+    """``target[key] += values`` field by field (a copy of ``values`` when new)."""
+    known = target.get(key)
+    if known is None:
+        target[key] = list(values)
+    else:
+        for i, v in enumerate(values):
+            known[i] += v
 
 
 def _twin(family: str) -> str:

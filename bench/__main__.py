@@ -38,7 +38,7 @@ ROOT = BENCH.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.rows import TIMES, Row, read_rows  # noqa: E402
+from bench.rows import TIMES, Row, cpu_model, read_rows  # noqa: E402
 
 DEFAULT_OUT = BENCH / "results.json"
 DEFAULT_TIMEOUT_S = 1800.0
@@ -215,16 +215,6 @@ def summary_line(rows: Sequence[Row]) -> str:
 # --- the machine ----------------------------------------------------------------------
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
 def _ram_gib() -> float | None:
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
@@ -257,7 +247,7 @@ def machine() -> dict[str, Any]:
     from otel_claude import __version__
 
     return {
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
         "cores": os.cpu_count(),
         "cores_available": len(os.sched_getaffinity(0)),
         "ram_gib": _ram_gib(),

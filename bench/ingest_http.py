@@ -45,7 +45,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.rows import Row, write_rows  # noqa: E402
+from bench.rows import Row, cpu_model, write_rows  # noqa: E402
 from tests.streams import Truth, generate  # noqa: E402
 
 TARGET_MSG_S = 20_000
@@ -451,17 +451,6 @@ def summarize(runs: Sequence[Run]) -> dict[str, Any]:
 def target_met(summaries: Sequence[dict[str, Any]]) -> bool:
     """The issue's target holds for every batched scenario."""
     return all(s["target_met"] for s in summaries if s["target_met"] is not None)
-
-
-def cpu_model() -> str:
-    """The CPU model name from /proc/cpuinfo (first core)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def render(env: dict[str, Any], summaries: Sequence[dict[str, Any]]) -> str:

@@ -7,6 +7,7 @@ A benchmark script run with ``--rows FILE`` writes its rows there as a JSON list
 from __future__ import annotations
 
 import json
+import platform
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -37,3 +38,14 @@ def write_rows(path: str | Path, rows: Sequence[Row]) -> None:
 def read_rows(path: str | Path) -> list[Row]:
     """The rows a script wrote with ``write_rows``."""
     return [Row(**item) for item in json.loads(Path(path).read_text())]
+
+
+def cpu_model() -> str:
+    """The CPU model name from /proc/cpuinfo (first core), for the machine line."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"

@@ -49,7 +49,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.rows import TIMES, write_rows  # noqa: E402
+from bench.rows import TIMES, cpu_model, write_rows  # noqa: E402
 from bench.rows import Row as BenchRow  # noqa: E402
 from tests.history import (  # noqa: E402
     TOKEN_TYPES,
@@ -571,16 +571,6 @@ def measure_serve(
 
 
 # --- report ---------------------------------------------------------------------------
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def _mb(kb: int | None) -> str:

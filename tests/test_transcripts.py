@@ -620,3 +620,62 @@ def test_cold_scan_started_early_is_committed_by_the_first_scan(
     while multiprocessing.active_children() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not multiprocessing.active_children()
+
+
+ORPHAN = """
+import sys, time
+sys.path.insert(0, {root!r})
+from otel_claude.sources.coldscan import FileTask, ParseJob
+from otel_claude.sources.messages import DEFAULT_LIMITS
+
+# A FIFO nobody writes to: opening it blocks, so the workers stay busy.
+job = ParseJob([FileTask("a", {fifo!r}, 0, 0), FileTask("b", {fifo!r}, 0, 0)],
+               DEFAULT_LIMITS, "transcript", 2).start()
+print("started", flush=True)
+time.sleep(60)
+"""
+
+
+def _children_of(pid: int) -> list[int]:
+    found: list[int] = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/children") as fh:
+            found += [int(c) for c in fh.read().split()]
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            return "zombie" not in fh.read()
+    except FileNotFoundError:
+        return False
+
+
+def test_workers_die_with_a_killed_exporter(tmp_path: Path) -> None:
+    """``kill -9`` of the exporter during a cold scan leaves no worker behind (they would
+    wait for work for ever: their siblings hold the queue open)."""
+    fifo = tmp_path / "fifo.jsonl"
+    os.mkfifo(fifo)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", ORPHAN.format(root=str(ROOT), fifo=str(fifo))],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "started"
+        deadline = time.monotonic() + 10
+        workers: list[int] = []
+        while len(workers) < 2 and time.monotonic() < deadline:
+            workers = _children_of(proc.pid)
+            time.sleep(0.05)
+        assert len(workers) == 2
+    finally:
+        proc.kill()
+        proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+    deadline = time.monotonic() + 10
+    while any(_alive(w) for w in workers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(_alive(w) for w in workers)

@@ -15,6 +15,7 @@ do not matter to them.
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import multiprocessing
 import os
@@ -113,7 +114,10 @@ class ParseJob:
         tasks, workers = self.tasks, self._workers
         size = max(1, min(16, len(tasks) // (workers * 8)))
         self._executor = ProcessPoolExecutor(
-            workers, mp_context=multiprocessing.get_context("fork"), initializer=_worker_signals
+            workers,
+            mp_context=multiprocessing.get_context("fork"),
+            initializer=_worker_setup,
+            initargs=(os.getpid(),),
         )
         self._pending = {
             self._executor.submit(_parse_chunk, tasks[i : i + size], self._limits, self._source)
@@ -153,15 +157,26 @@ def parse_files(
     return ParseJob(tasks, limits, source, workers).results()
 
 
-def _worker_signals() -> None:
-    """Default signal handling in a worker.
+def _worker_setup(parent: int) -> None:
+    """Signals of a worker, and its end with the exporter's.
 
     A forked worker inherits the parent's Python handlers: ``serve``'s SIGTERM handler
-    only asks to stop, so a worker would outlive a SIGTERM meant to end it. Ctrl-C is for
-    the parent to handle.
+    only asks to stop, so a worker would outlive a SIGTERM meant to end it; Ctrl-C is for
+    the parent to handle. And a worker must not outlive its parent (``kill -9`` during a
+    cold scan): it would wait for work for ever, since its siblings hold the queue open.
     """
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):  # not Linux: workers are only used there anyway
+        pass
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+_PR_SET_PDEATHSIG = 1
 
 
 def _parse_chunk(tasks: Sequence[FileTask], limits: Limits, source: str) -> list[_Packed]:

@@ -10,6 +10,7 @@ reading them and single steps by timestamp.
 from __future__ import annotations
 
 import multiprocessing
+import os
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ from typing import Any
 
 from otel_claude.pricing import Modifiers, PriceTable
 from otel_claude.records import TOKEN_TYPES, StepRecord, merge_steps
-from otel_claude.sources.coldscan import PARALLEL_BYTES, paused_gc
+from otel_claude.sources.coldscan import PARALLEL_BYTES, paused_gc, worker_setup
 from otel_claude.sources.transcripts import LineStats, parse_lines, transcript_entries
 
 LONG_CONTEXT_THRESHOLD = 200_000
@@ -97,7 +98,7 @@ def _scan(
     # fork: the children start in microseconds with everything imported; the report is
     # single-threaded, so no lock can be held across the fork.
     ctx = multiprocessing.get_context("fork")
-    with ctx.Pool(count - 1) as pool:
+    with ctx.Pool(count - 1, initializer=worker_setup, initargs=(os.getpid(),)) as pool:
         pending = pool.map_async(_scan_part, [(g, lo, hi) for g in groups[1:]])
         merged = _scan_files(groups[0], lo, hi, progress)
         parts = pending.get()

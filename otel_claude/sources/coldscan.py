@@ -116,7 +116,7 @@ class ParseJob:
         self._executor = ProcessPoolExecutor(
             workers,
             mp_context=multiprocessing.get_context("fork"),
-            initializer=_worker_setup,
+            initializer=worker_setup,
             initargs=(os.getpid(),),
         )
         self._pending = {
@@ -157,7 +157,7 @@ def parse_files(
     return ParseJob(tasks, limits, source, workers).results()
 
 
-def _worker_setup(parent: int) -> None:
+def worker_setup(parent: int) -> None:
     """Signals of a worker, and its end with the exporter's.
 
     A forked worker inherits the parent's Python handlers: ``serve``'s SIGTERM handler

@@ -56,6 +56,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OtelClaudeError as exc:
         print(f"otel-claude: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # Ctrl-C: what was committed stays committed, nothing half
+        print("otel-claude: interrupted", file=sys.stderr)
+        return 130
 
 
 def _parser() -> argparse.ArgumentParser:

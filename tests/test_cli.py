@@ -190,3 +190,17 @@ def test_price_overrides_from_config(tmp_path: Path) -> None:
     proc = run("check", "--config", str(bad), "--state-dir", str(tmp_path))
     assert proc.returncode == 1
     assert "pricing:" in proc.stderr and "claude-sonnet-4-5" in proc.stderr
+
+
+def test_ctrl_c_exits_130_without_a_traceback(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    from otel_claude import cli
+
+    def interrupted(*_args: object) -> int:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "_report", interrupted)
+    monkeypatch.setenv("CLAUDE_CONFIG_DIR", str(tmp_path))
+    assert cli.main(["report", "--state-dir", str(tmp_path / "state")]) == 130
+    assert capsys.readouterr().err == "otel-claude: interrupted\n"

@@ -17,6 +17,7 @@ that is not read makes orjson refuse the whole line, while here the usage still 
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any
 
 import msgspec
@@ -142,6 +143,14 @@ def _record(parsed: _Line, source: str) -> StepRecord | None:
     if type(session) is not str or len(session) > MAX_ID_LENGTH:
         return None
     geo = usage.inference_geo
+    stamp = parsed.timestamp
+    if type(stamp) is str and stamp:  # the usual ISO string: epoch_seconds inlined
+        try:
+            when: float | None = datetime.fromisoformat(stamp).timestamp()
+        except (ValueError, OverflowError, OSError):
+            when = None
+    else:
+        when = epoch_seconds(stamp)
     return StepRecord(
         mid,
         session,
@@ -156,5 +165,5 @@ def _record(parsed: _Line, source: str) -> StepRecord | None:
         usage.service_tier == "batch",
         geo == "us" or (isinstance(geo, str) and geo.lower() == "us"),
         usage.speed == "fast",
-        epoch_seconds(parsed.timestamp),
+        when,
     )

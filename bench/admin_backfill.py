@@ -29,7 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.rows import TIMES, Row, write_rows  # noqa: E402
+from bench.rows import TIMES, Row, compile_package, write_rows  # noqa: E402
 from otel_claude.simulator import Simulator  # noqa: E402
 
 KEY = "sk-ant-admin01-bench"
@@ -148,6 +148,7 @@ def main() -> int:
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--rows", metavar="FILE", help="write the result row (JSON) to FILE")
     args = parser.parse_args()
+    compile_package()
     args.rounds = args.rounds or (1 if args.quick else 3)
     until = datetime(2026, 11, 1, tzinfo=UTC)
     hours = args.days * 24

@@ -45,7 +45,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.rows import Row, cpu_model, write_rows  # noqa: E402
+from bench.rows import Row, compile_package, cpu_model, write_rows  # noqa: E402
 from tests.streams import Truth, generate  # noqa: E402
 
 TARGET_MSG_S = 20_000
@@ -561,6 +561,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run every scenario, print the table (and JSON); exit 1 on any wrong count or timeout."""
     args = parse_args(argv)
+    compile_package()
 
     def out_of_time(signum: int, frame: FrameType | None) -> None:
         raise BenchFailure(f"the run exceeded its budget of {args.budget:.0f}s")

@@ -49,7 +49,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.rows import TIMES, cpu_model, write_rows  # noqa: E402
+from bench.rows import TIMES, compile_package, cpu_model, write_rows  # noqa: E402
 from bench.rows import Row as BenchRow  # noqa: E402
 from tests.history import (  # noqa: E402
     TOKEN_TYPES,
@@ -848,6 +848,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    compile_package()
     deadline = time.monotonic() + args.budget
     size_mb = QUICK_MB if args.quick else args.size
     workdir = Path(tempfile.mkdtemp(prefix="bench-transcripts-"))

@@ -32,7 +32,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.rows import Row, write_rows  # noqa: E402
+from bench.rows import Row, compile_package, write_rows  # noqa: E402
 from tests.procs import free_port  # noqa: E402
 
 TARGET_WARM_S = 0.5
@@ -144,6 +144,7 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="5 s idle, 2 rounds")
     parser.add_argument("--rows", metavar="FILE", help="write the result rows (JSON) to FILE")
     args = parser.parse_args()
+    compile_package()
     args.idle = args.idle or (5.0 if args.quick else 20.0)
     args.rounds = args.rounds or (2 if args.quick else 3)
     work = Path(tempfile.mkdtemp(prefix="otel-live-"))

@@ -15,7 +15,7 @@ ground truth: a fast tool that miscounts is reported as such, with the differenc
 ccusage (npm ``ccusage``, the reference peer) is looked up at ``--ccusage``, then in
 ``/tmp/ccusage/node_modules/.bin``, then on PATH; without it the peer row is skipped.
 
-Memory: a background thread sums the PSS of every process in the measured tree every few
+Memory: a background thread sums the PSS of every process in the measured tree every 20
 milliseconds (ccusage is a Node launcher that spawns a native binary: both count; PSS so
 that pages a forked worker shares with its parent count once), and ``/usr/bin/time -f
 %M`` (or ``getrusage`` in a wrapper process) gives the exact peak RSS of the largest
@@ -64,7 +64,7 @@ QUICK_MB = 50
 TARGET_TIME_RATIO = 0.6
 TARGET_RSS_RATIO = 0.5
 TARGET_SERVE_RATIO = 1.0  # serve's start-up scan to /readyz against ccusage's report
-SAMPLE_S = 0.005
+SAMPLE_S = 0.02  # 5 ms sampling (PSS walks in this process) cost the measured tree ~0.05 s
 USD_TOLERANCE = 1e-6
 CCUSAGE_GUESS = Path("/tmp/ccusage/node_modules/.bin/ccusage")
 GNU_TIME = Path("/usr/bin/time")

@@ -15,7 +15,6 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
-from importlib import resources
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -301,7 +300,9 @@ def _build_model(fields_: Mapping[str, Any], where: str) -> ModelPrice:
 def _read_toml(path: str | Path | None) -> tuple[dict[str, Any], str]:
     if path is None:
         origin = "shipped prices.toml"
-        text = resources.files("otel_claude").joinpath("data", "prices.toml").read_text("utf-8")
+        # Next to this module in every install (package data, never zipped): reading the
+        # path directly spares importing importlib.resources (4 ms of every start).
+        text = (Path(__file__).parent / "data" / "prices.toml").read_text("utf-8")
     else:
         origin = str(path)
         try:

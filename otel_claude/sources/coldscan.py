@@ -22,14 +22,16 @@ import os
 import signal
 import sys
 from collections.abc import Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from otel_claude.records import Normalized, StepRecord, coalesce
 from otel_claude.sources.messages import Limits
 from otel_claude.sources.transcripts import LineStats, parse_lines
+
+if TYPE_CHECKING:  # imported when a job starts: `report` never needs it
+    from concurrent.futures import Future, ProcessPoolExecutor
 
 #: Below this many unread bytes the calling process parses alone: forking costs more.
 PARALLEL_BYTES = 64 << 20
@@ -111,6 +113,8 @@ class ParseJob:
 
     def start(self) -> ParseJob:
         """Fork the workers and queue every file (in chunks of up to 16)."""
+        from concurrent.futures import ProcessPoolExecutor
+
         tasks, workers = self.tasks, self._workers
         size = max(1, min(16, len(tasks) // (workers * 8)))
         self._executor = ProcessPoolExecutor(
@@ -129,6 +133,8 @@ class ParseJob:
         """Every file's result, in the order the workers finish them; stops the workers."""
         if self._executor is None:
             self.start()
+        from concurrent.futures import FIRST_COMPLETED, wait
+
         finished = False
         try:
             while self._pending:

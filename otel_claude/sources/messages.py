@@ -17,7 +17,6 @@ rejected before any field of it is used.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from collections.abc import Mapping
@@ -513,6 +512,8 @@ def _result(
             raise _Bad("too_deep", "result message is nested too deeply to identify") from None
         except (TypeError, ValueError):  # keys of mixed types, a circular reference
             raise _Bad("invalid_field", "result message cannot be identified") from None
+        import hashlib  # only results without a uuid (old SDKs) need it
+
         digest = hashlib.sha256(text.encode(errors="surrogatepass")).hexdigest()[:32]
         key = f"{session}\x1f#{digest}"
     models: dict[str, ModelTotals] = {}

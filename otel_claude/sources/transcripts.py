@@ -124,7 +124,7 @@ def parse_lines(
     max_line = limits.max_line_bytes
     out: list[Normalized] = []
     rejected = stats.rejected
-    find = data.find
+    find, rfind = data.find, data.rfind
     size = len(data)
     start = 0
     # Counted in locals and the user-line test inlined: this loop runs once per line of
@@ -147,7 +147,9 @@ def parse_lines(
         # within the first 2 kB, where Claude Code writes the top-level metadata. That
         # spares scanning most of a history's bytes; anything else takes the full check.
         message = find(_MESSAGE, first, first + _HEAD if first + _HEAD < last else last)
-        if (message > 0 and find(_USER, first, message) >= 0) or find(_USAGE, first, last) < 0:
+        # ``usage`` closes an assistant message, near the end of its line: looked for
+        # from the end, it is found after a few hundred bytes instead of the whole line.
+        if (message > 0 and find(_USER, first, message) >= 0) or rfind(_USAGE, first, last) < 0:
             if data[first] == _BRACE and data[last - 1] == _CLOSE:
                 skipped += 1
                 continue

@@ -224,11 +224,16 @@ def run_serve(
 ) -> int:
     """Serve until SIGTERM/SIGINT; ``on_started(stop, url)`` runs in a thread once listening."""
     from otel_claude.app import build_app
+    from otel_claude.sources.coldscan import paused_gc
 
     with _state_lock(settings):
-        app = build_app(settings, env)  # first: it may fork cold-scan workers (no threads yet)
-        from otel_claude.landing import LandingData
-        from otel_claude.server import ExporterServer, IngestEndpoint
+        # Start-up builds only long-lived objects: no collections while it runs, and
+        # frozen afterwards so that later collections skip them (30 ms to ready).
+        with paused_gc():
+            app = build_app(settings, env)  # first: it may fork cold-scan workers
+            from otel_claude.landing import LandingData
+            from otel_claude.server import ExporterServer, IngestEndpoint
+        gc.freeze()
 
         ingest = IngestEndpoint(
             app.ledger,

@@ -8,6 +8,7 @@ these records, so the counting rules live in exactly one place (``ledger`` + ``a
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 #: Token kinds of ``claude_agent_tokens_total{token_type}``, in ledger field order.
 TOKEN_TYPES: tuple[str, ...] = (
@@ -49,6 +50,27 @@ class StepRecord:
     fast: bool = False
     timestamp: float | None = None
     project: str = ""  # transcript project directory, when the project label is enabled
+
+    def row(self) -> tuple[Any, ...]:
+        """Every field as a plain tuple (``StepRecord(*row)`` rebuilds it): what a worker
+        process sends back, since tuples pickle several times faster than instances."""
+        return (
+            self.message_id,
+            self.session_id,
+            self.model,
+            self.source,
+            self.input,
+            self.output,
+            self.cache_read,
+            self.cache_5m,
+            self.cache_1h,
+            self.web_search,
+            self.batch,
+            self.geo_us,
+            self.fast,
+            self.timestamp,
+            self.project,
+        )
 
     def fields(self) -> tuple[int, int, int, int, int, int]:
         """Return the countable values in ledger field order (token types, then searches)."""

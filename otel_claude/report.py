@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from otel_claude.errors import OtelClaudeError
 from otel_claude.pricing import Modifiers, PriceTable
 from otel_claude.records import TOKEN_TYPES, StepRecord, merge_steps
 from otel_claude.sources.coldscan import PARALLEL_BYTES, paused_gc, worker_setup
@@ -95,21 +96,30 @@ def _scan(
         i = loads.index(min(loads))
         groups[i].append(path)
         loads[i] += size
+    from concurrent.futures import ProcessPoolExecutor  # only for a large history
+    from concurrent.futures.process import BrokenProcessPool
+
     # fork: the children start in microseconds with everything imported; the report is
-    # single-threaded, so no lock can be held across the fork.
-    ctx = multiprocessing.get_context("fork")
-    with ctx.Pool(count - 1, initializer=worker_setup, initargs=(os.getpid(),)) as pool:
-        pending = pool.map_async(_scan_part, [(g, lo, hi) for g in groups[1:]])
+    # single-threaded, so no lock can be held across the fork. A child that dies (the OOM
+    # killer) raises BrokenProcessPool here instead of leaving the report waiting.
+    with ProcessPoolExecutor(
+        count - 1,
+        mp_context=multiprocessing.get_context("fork"),
+        initializer=worker_setup,
+        initargs=(os.getpid(),),
+    ) as executor:
+        pending = [executor.submit(_scan_part, group, lo, hi) for group in groups[1:]]
         merged = _scan_files(groups[0], lo, hi, progress)
-        parts = pending.get()
+        try:
+            parts = [future.result() for future in pending]
+        except BrokenProcessPool:
+            raise OtelClaudeError(
+                "a scan worker process died (out of memory?); try again, or with --workers 1"
+            ) from None
+    steps = merged.steps
     for files_seen, stats, rows in parts:
         merged.files += files_seen
-        merged.stats.lines += stats.lines
-        merged.stats.skipped += stats.skipped
-        merged.stats.blank += stats.blank
-        for reason, n in stats.rejected.items():
-            merged.stats.rejected[reason] = merged.stats.rejected.get(reason, 0) + n
-        steps = merged.steps
+        merged.stats.add(stats)
         for row in rows:
             step = StepRecord(*row)
             known = steps.get(step.message_id)
@@ -119,35 +129,12 @@ def _scan(
     return merged
 
 
-#: A step as a plain tuple (``StepRecord`` field order): what a child sends back, because
-#: tuples of ints and strings pickle several times faster than dataclass instances.
-_Row = tuple[Any, ...]
-
-
 def _scan_part(
-    args: tuple[list[Path], float | None, float | None],
-) -> tuple[int, LineStats, list[_Row]]:
-    history = _scan_files(*args)
-    rows = [
-        (
-            s.message_id,
-            s.session_id,
-            s.model,
-            s.source,
-            s.input,
-            s.output,
-            s.cache_read,
-            s.cache_5m,
-            s.cache_1h,
-            s.web_search,
-            s.batch,
-            s.geo_us,
-            s.fast,
-            s.timestamp,
-        )
-        for s in history.steps.values()
-    ]
-    return history.files, history.stats, rows
+    paths: list[Path], lo: float | None, hi: float | None
+) -> tuple[int, LineStats, list[tuple[Any, ...]]]:
+    """A child's share: its files' deduplicated steps, as rows (see ``StepRecord.row``)."""
+    history = _scan_files(paths, lo, hi)
+    return history.files, history.stats, [s.row() for s in history.steps.values()]
 
 
 def _scan_files(

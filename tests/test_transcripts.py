@@ -407,6 +407,25 @@ def test_parallel_scan_equals_single(tmp_path: Path) -> None:
     assert len(single.steps) == 34
     assert single.steps == double.steps
     assert single.stats.lines == double.stats.lines and single.files == double.files == 6
+    assert single.stats.rejected == double.stats.rejected
+
+
+def _dead_child(*_args: object) -> object:
+    os._exit(3)  # a child killed mid-scan (the OOM killer, say)
+
+
+def test_report_with_a_dead_child_fails_clearly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from otel_claude import report
+    from otel_claude.errors import OtelClaudeError
+
+    proj = project(tmp_path)
+    for f in range(4):
+        (proj / f"s{f}.jsonl").write_bytes(assistant(f"m{f}", out=1) + b"\n")
+    monkeypatch.setattr(report, "_scan_part", _dead_child)  # forked children inherit it
+    with pytest.raises(OtelClaudeError, match="scan worker process died"):
+        report.scan_history([tmp_path / "projects"], workers=2, parallel_bytes=0)
 
 
 def test_project_label_opt_in_and_allow_list(tmp_path: Path) -> None:

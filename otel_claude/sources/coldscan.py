@@ -30,7 +30,7 @@ from otel_claude.records import Normalized, StepRecord, coalesce
 from otel_claude.sources.messages import Limits
 from otel_claude.sources.transcripts import LineStats, parse_lines
 
-if TYPE_CHECKING:  # imported when a job starts: `report` never needs it
+if TYPE_CHECKING:  # imported when workers start: small scans never need it
     from concurrent.futures import Future, ProcessPoolExecutor
 
 #: Below this many unread bytes the calling process parses alone: forking costs more.
@@ -231,27 +231,7 @@ def _parse_packed(args: tuple[FileTask, Limits, str]) -> _Packed | None:
     result = parse_file(*args)
     if result is None:
         return None
-    records: list[Any] = [
-        (
-            r.message_id,
-            r.session_id,
-            r.model,
-            r.source,
-            r.input,
-            r.output,
-            r.cache_read,
-            r.cache_5m,
-            r.cache_1h,
-            r.web_search,
-            r.batch,
-            r.geo_us,
-            r.fast,
-            r.timestamp,
-        )
-        if type(r) is StepRecord
-        else r
-        for r in result.records
-    ]
+    records: list[Any] = [r.row() if type(r) is StepRecord else r for r in result.records]
     return result.key, result.inode, result.offset, records, result.stats
 
 

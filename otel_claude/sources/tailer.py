@@ -194,7 +194,7 @@ class TranscriptTailer:
 
     def _commit_parsed(self, results: Iterable[FileResult]) -> None:
         for result in results:
-            self._add_stats(result.stats)
+            self.stats.add(result.stats)
             records = result.records
             if self._project_label:
                 label = self._project(Path(result.key))
@@ -209,14 +209,6 @@ class TranscriptTailer:
             if len(self._pending) >= min(self._batch, PARALLEL_BATCH):
                 self._flush()
         self._flush()
-
-    def _add_stats(self, other: LineStats) -> None:
-        stats = self.stats
-        stats.lines += other.lines
-        stats.skipped += other.skipped
-        stats.blank += other.blank
-        for reason, n in other.rejected.items():
-            stats.rejected[reason] = stats.rejected.get(reason, 0) + n
 
     def _read(self, path: Path, key: str) -> None:
         pos = self._positions.get(key)

@@ -110,6 +110,14 @@ class LineStats:
     #: The bounds applied by ``parse_lines`` to lines counted here (configuration, not a count).
     limits: Limits = DEFAULT_LIMITS
 
+    def add(self, other: LineStats) -> None:
+        """Count what ``other`` saw too (another file, or another process's share)."""
+        self.lines += other.lines
+        self.skipped += other.skipped
+        self.blank += other.blank
+        for reason, n in other.rejected.items():
+            self.rejected[reason] = self.rejected.get(reason, 0) + n
+
 
 def parse_lines(
     data: bytes, stats: LineStats, *, source: str = SOURCE, limits: Limits | None = None

@@ -3,7 +3,10 @@ the API's values (nulls, dated model ids, token fields) to the exporter's label 
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import datetime
+
+from otel_claude.simulator import Simulator
 
 GROUP_BY = ("model", "workspace_id", "service_tier", "context_window")
 NULLS = {
@@ -39,3 +42,22 @@ class Clock:
 
     def advance(self, seconds: float) -> None:
         self.t += seconds
+
+
+def usage_expected(
+    sim: Simulator, since: datetime, end: datetime, at: float
+) -> Counter[tuple[str, ...]]:
+    """What the usage report serves at ``at`` for ``[since, end)``, as our label tuples
+    ``(token_type, *GROUP_BY labels)``."""
+    out: Counter[tuple[str, ...]] = Counter()
+    for key, fields in sim.usage_truth(since, end, GROUP_BY, at=at).items():
+        labels = []
+        for dim, value in zip(GROUP_BY, key, strict=True):
+            if dim == "model":
+                labels.append(MODELS[str(value)])
+            else:
+                labels.append(NULLS[dim] if value is None else str(value))
+        for name, token_type in TOKEN_FIELDS.items():
+            if fields[name]:
+                out[(token_type, *labels)] += fields[name]
+    return +out

@@ -992,3 +992,13 @@ def generate_history(
 def iter_files(truth: HistoryTruth) -> Iterable[Path]:
     """Every transcript file of a generated history, sorted."""
     return sorted(truth.projects_dir.rglob("*.jsonl"))
+
+
+def usage_lines(root: Path) -> list[bytes]:
+    """Every line below ``root`` that mentions ``"usage"``: the decoders' inputs."""
+    return [
+        line
+        for path in sorted(root.rglob("*.jsonl"))
+        for line in path.read_bytes().splitlines()
+        if b'"usage"' in line
+    ]

@@ -17,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from otel_claude.app import App, build_app
 from otel_claude.config import load_settings
 from otel_claude.simulator import Simulator
-from tests.adminkit import GROUP_BY, MODELS, NULLS, TOKEN_FIELDS, Clock
+from tests.adminkit import GROUP_BY, MODELS, NULLS, TOKEN_FIELDS, Clock, usage_expected
 
 KEY = "sk-ant-admin01-simulator-test-key"
 START = datetime(2026, 11, 10, 12, 0, tzinfo=UTC)  # a Tuesday, mid-day
@@ -79,22 +79,6 @@ def samples(app: App, name: str) -> dict[tuple[tuple[str, str], ...], float]:
     return out
 
 
-def usage_expected(sim: Simulator, end: datetime, at: float) -> Counter[tuple[str, ...]]:
-    """Truth as served at ``at`` for buckets since SINCE, mapped to our label tuples."""
-    out: Counter[tuple[str, ...]] = Counter()
-    for key, fields in sim.usage_truth(SINCE, end, GROUP_BY, at=at).items():
-        labels = []
-        for dim, value in zip(GROUP_BY, key, strict=True):
-            if dim == "model":
-                labels.append(MODELS[str(value)])
-            else:
-                labels.append(NULLS[dim] if value is None else str(value))
-        for field, token_type in TOKEN_FIELDS.items():
-            if fields[field]:
-                out[(token_type, *labels)] += fields[field]
-    return out
-
-
 def counted(app: App, name: str) -> Counter[tuple[str, ...]]:
     out: Counter[tuple[str, ...]] = Counter()
     for labels, value in samples(app, name).items():
@@ -123,7 +107,7 @@ def test_usage_exact_after_late_data_and_revisions(
     app.poller.poll_once()  # type: ignore[union-attr]
     total = counted(app, "anthropic_api_tokens_total")
     down = counted(app, "anthropic_api_tokens_revised_down_total")
-    served_now = usage_expected(sim, hour_end(clock), at=clock())
+    served_now = usage_expected(sim, SINCE, hour_end(clock), at=clock())
     assert +(total - down) == +served_now  # latest figure: counters minus revisions
     assert sum(down.values()) > 0, "the seed should include a downward revision"
     # Counters never ran below what was served at any earlier poll.
@@ -142,7 +126,7 @@ def test_restart_in_the_middle_repeats_nothing(
     second.poller.poll_once()  # type: ignore[union-attr]
     total = counted(second, "anthropic_api_tokens_total")
     down = counted(second, "anthropic_api_tokens_revised_down_total")
-    assert +(total - down) == +usage_expected(sim, hour_end(clock), at=clock())
+    assert +(total - down) == +usage_expected(sim, SINCE, hour_end(clock), at=clock())
 
 
 def test_faults_are_retried_and_totals_stay_exact(
@@ -166,7 +150,7 @@ def test_faults_are_retried_and_totals_stay_exact(
     assert app.health.states()["admin_usage"].up
     total = counted(app, "anthropic_api_tokens_total")
     down = counted(app, "anthropic_api_tokens_revised_down_total")
-    assert +(total - down) == +usage_expected(sim, hour_end(clock), at=clock())
+    assert +(total - down) == +usage_expected(sim, SINCE, hour_end(clock), at=clock())
     retries = samples(app, "otel_claude_admin_retries_total")
     assert retries[(("endpoint", "usage_report/messages"), ("reason", "rate_limited"))] == 1
     assert retries[(("endpoint", "usage_report/messages"), ("reason", "server_error"))] == 2
@@ -332,7 +316,7 @@ def test_since_in_the_past_counts_only_from_since(
     app = make_app(OTEL_CLAUDE_ADMIN_SOURCES="usage")
     app.poller.poll_once()  # type: ignore[union-attr]
     total = counted(app, "anthropic_api_tokens_total")
-    whole = usage_expected(sim, hour_end(clock), at=clock())
+    whole = usage_expected(sim, SINCE, hour_end(clock), at=clock())
     assert sum(total.values()) == sum(whole.values())  # nothing before SINCE
     assert date(2026, 11, 10) == SINCE.date()
 

@@ -12,7 +12,7 @@ import pytest
 from otel_claude.records import Rejected, StepRecord
 from otel_claude.sources.assistant_line import normalize_assistant_line
 from otel_claude.sources.messages import MAX_COUNT, Limits, normalize_line
-from tests.history import generate_history
+from tests.history import generate_history, usage_lines
 from tests.streams import GARBAGE, generate
 
 
@@ -77,12 +77,7 @@ def _mutants(line: bytes, rng: random.Random, count: int) -> list[bytes]:
 
 def test_every_generated_line_and_its_mutants(tmp_path: Path) -> None:
     generate_history(tmp_path, seed=11, target_bytes=6_000_000)
-    lines = [
-        line
-        for path in sorted(tmp_path.rglob("*.jsonl"))
-        for line in path.read_bytes().splitlines()
-        if b'"usage"' in line
-    ]
+    lines = usage_lines(tmp_path)
     lines += [line for line in generate(seed=3, sessions=10)[0] if b'"usage"' in line]
     steps = sum(isinstance(_same(line), StepRecord) for line in lines)
     assert steps > 800

@@ -47,38 +47,54 @@ def _at(prom_url: str, expr: str, t: datetime) -> dict[str, float]:
     }
 
 
-@pytest.mark.e2e
-def test_backfill_imports_exact_totals(sim: Simulator, tmp_path: Path) -> None:
-    promtool = need_binary("promtool")
-    prometheus = need_binary("prometheus")
-    out = tmp_path / "backfill.om"
+def _backfill(
+    sim: Simulator,
+    tmp_path: Path,
+    out: Path,
+    *flags: str,
+    group_by: str | None = "model,workspace_id,api_key_id,service_tier,context_window",
+    actor_labels: str | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """``otel-claude backfill`` of SINCE..UNTIL against ``sim`` (None: the default setting)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "ANTHROPIC_"))}
     env.update(
         ANTHROPIC_ADMIN_API_KEY=KEY,
         OTEL_CLAUDE_ADMIN_API_URL=sim.url,
-        OTEL_CLAUDE_ACTOR_LABELS="plain",
         OTEL_CLAUDE_STATE_DIR=str(tmp_path / "s"),
     )
-    proc = subprocess.run(
+    if group_by is not None:
+        env["OTEL_CLAUDE_ADMIN_GROUP_BY"] = group_by
+    if actor_labels is not None:
+        env["OTEL_CLAUDE_ACTOR_LABELS"] = actor_labels
+    return subprocess.run(
         [
             sys.executable,
             "-m",
             "otel_claude",
             "backfill",
             "--since",
-            "2026-11-07",
+            SINCE.isoformat(),
             "--until",
-            "2026-11-10",
+            UNTIL.isoformat(),
             "--out",
             str(out),
             "--label",
             "job=otel-claude",
+            *flags,
         ],
         env=env,
         capture_output=True,
         text=True,
         timeout=120,
     )
+
+
+@pytest.mark.e2e
+def test_backfill_imports_exact_totals(sim: Simulator, tmp_path: Path) -> None:
+    promtool = need_binary("promtool")
+    prometheus = need_binary("prometheus")
+    out = tmp_path / "backfill.om"
+    proc = _backfill(sim, tmp_path, out, group_by=None, actor_labels="plain")
     assert proc.returncode == 0, proc.stderr
     assert KEY not in proc.stderr + out.read_text()
     data = tmp_path / "prometheus" / "data"
@@ -127,39 +143,6 @@ def test_backfill_imports_exact_totals(sim: Simulator, tmp_path: Path) -> None:
 #: The fewest requests for SINCE..UNTIL: one usage page (72 hourly buckets), one cost page,
 #: one Claude Code analytics request per day (3).
 MINIMUM_REQUESTS = 5
-
-
-def _backfill(
-    sim: Simulator, tmp_path: Path, out: Path, *flags: str
-) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "ANTHROPIC_"))}
-    env.update(
-        ANTHROPIC_ADMIN_API_KEY=KEY,
-        OTEL_CLAUDE_ADMIN_API_URL=sim.url,
-        OTEL_CLAUDE_ADMIN_GROUP_BY="model,workspace_id,api_key_id,service_tier,context_window",
-        OTEL_CLAUDE_STATE_DIR=str(tmp_path / "s"),
-    )
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "otel_claude",
-            "backfill",
-            "--since",
-            SINCE.isoformat(),
-            "--until",
-            UNTIL.isoformat(),
-            "--out",
-            str(out),
-            "--label",
-            "job=otel-claude",
-            *flags,
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
 
 
 def _final_tokens(path: Path) -> int:

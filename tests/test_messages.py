@@ -265,15 +265,10 @@ def test_body_forms() -> None:
 def test_plain_path_equals_careful_path(tmp_path: Path) -> None:
     """The fast path for well-formed lines gives exactly what the careful path gives."""
     from otel_claude.sources import messages
-    from tests.history import generate_history
+    from tests.history import generate_history, usage_lines
 
     generate_history(tmp_path, seed=5, target_bytes=3_000_000)
-    lines = [
-        line
-        for path in sorted(tmp_path.rglob("*.jsonl"))
-        for line in path.read_bytes().splitlines()
-        if b'"usage"' in line
-    ]
+    lines = usage_lines(tmp_path)
     lines += generate(seed=8, sessions=20)[0]
     compared = 0
     for line in lines:

@@ -42,7 +42,7 @@ from otel_claude.pricing import load_price_table
 from otel_claude.server import IngestEndpoint
 from otel_claude.simulator import RequestRecord, Simulator
 from otel_claude.sources.tailer import TranscriptTailer
-from tests.adminkit import GROUP_BY, MODELS, NULLS, TOKEN_FIELDS, Clock
+from tests.adminkit import GROUP_BY, Clock, usage_expected
 from tests.history import HistoryTruth, generate_history
 from tests.procs import exporter_env, free_port, http_ok, running_exporter, spawn, tail, wait_until
 from tests.streams import GARBAGE, Truth, generate
@@ -92,24 +92,6 @@ def admin_latest(counters: dict[Series, float]) -> Counter[tuple[str, ...]]:
     down = pick(counters, "anthropic_api_tokens_revised_down_total", labels)
     total.subtract(down)
     return Counter({k: v for k, v in total.items() if v})  # a negative figure would show
-
-
-def usage_expected(
-    sim: Simulator, since: datetime, end: datetime, at: float
-) -> Counter[tuple[str, ...]]:
-    """What the usage report serves at ``at`` for ``[since, end)``, as our label tuples."""
-    out: Counter[tuple[str, ...]] = Counter()
-    for key, fields in sim.usage_truth(since, end, GROUP_BY, at=at).items():
-        labels = []
-        for dim, value in zip(GROUP_BY, key, strict=True):
-            if dim == "model":
-                labels.append(MODELS[str(value)])
-            else:
-                labels.append(NULLS[dim] if value is None else str(value))
-        for name, token_type in TOKEN_FIELDS.items():
-            if fields[name]:
-                out[(token_type, *labels)] += fields[name]
-    return +out
 
 
 def usage_requests(sim: Simulator, start: int = 0) -> list[RequestRecord]:

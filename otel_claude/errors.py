@@ -4,6 +4,7 @@
      ├── ConfigError       a setting is wrong; carries every problem found, by setting name
      ├── PricingError      the price table or a price override is invalid
      ├── LedgerError       the state database cannot be opened or written
+     ├── WorkerError       a scan worker process died before it finished its share
      └── IngestError       a whole request body is unusable (one bad message is not an error)
 
 Bad individual messages are not exceptions: normalizers return a ``Rejected`` value so that
@@ -44,6 +45,10 @@ class PricingError(OtelClaudeError, ValueError):
 
 class LedgerError(OtelClaudeError):
     """The SQLite ledger cannot be opened, migrated or written."""
+
+
+class WorkerError(OtelClaudeError):
+    """A forked scan worker died (the OOM killer, say) before sending all its results."""
 
 
 class IngestError(OtelClaudeError):

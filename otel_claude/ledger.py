@@ -149,6 +149,8 @@ _PlainKey = tuple[str, str, str, int, bool]
 
 _BATCH, _GEO_US, _FAST = 1, 2, 4
 _SQL_CHUNK = 500
+#: Most message ids ``Ledger._remember_ids`` keeps in memory (some 25 MB at the limit).
+_MAX_REMEMBERED = 250_000
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -461,6 +463,7 @@ class Ledger:
                 self._conn.executescript(_SCHEMA)
             self._check_schema()
             self._totals = self._load_totals()
+            self._stored_ids = self._empty_steps_table(read_only)
         except sqlite3.Error as exc:
             raise LedgerError(f"cannot open ledger at {self.path}: {exc}") from exc
         self._models = {labels[0] for (fam, labels) in self._totals if fam in (TOKENS, STEPS)}
@@ -916,6 +919,7 @@ class Ledger:
             "results": len(new_results),
             "calls": calls.created,
         }
+        self._remember_ids(mid for mid, r in rows.items() if r is not None and r.new)
         try:
             calls.flush(now)
             conn.executemany(
@@ -1061,6 +1065,7 @@ class Ledger:
         delta[(MESSAGES, (source, "accepted"))] += len(steps)
         self._emit_plain(delta, sums)
         inserts.sort()  # in key order: B-tree inserts then mostly append to the same pages
+        self._remember_ids(step.message_id for step in steps)
         self._conn.executemany(
             "INSERT INTO steps (message_id, session_id, call_seq, model, source, mods, "
             "f0, f1, f2, f3, f4, f5, seen_at, project) "
@@ -1070,9 +1075,33 @@ class Ledger:
         summary.new_keys["steps"] = len(steps)
         return set(taken)
 
+    def _empty_steps_table(self, read_only: bool) -> set[str] | None:
+        """An empty set when this ledger has no step yet (see ``_remember_ids``), else None."""
+        if read_only:
+            return None
+        return (
+            set() if self._conn.execute("SELECT 1 FROM steps LIMIT 1").fetchone() is None else None
+        )
+
+    def _remember_ids(self, ids: Iterable[str]) -> None:
+        """Note message ids about to be stored, while every stored id is known here.
+
+        A ledger that started empty (a first start, whose cold scan brings tens of
+        thousands of new ids) then looks up only ids it stored itself: the others cannot
+        be in the table. That saves an index probe per step (0.05 s of 30k steps). Noted
+        before the commit, so the set is never smaller than the table; past
+        ``_MAX_REMEMBERED`` ids it is dropped and every id is looked up again.
+        """
+        known = self._stored_ids
+        if known is not None:
+            known.update(ids)
+            if len(known) > _MAX_REMEMBERED:
+                self._stored_ids = None
+
     def _load_steps(self, ids: Iterable[str]) -> dict[str, _StepRow | None]:
         found: dict[str, _StepRow | None] = {}
-        id_list = list(ids)
+        known = self._stored_ids
+        id_list = list(ids) if known is None else [i for i in ids if i in known]
         for start in range(0, len(id_list), _SQL_CHUNK):
             chunk = id_list[start : start + _SQL_CHUNK]
             marks = ",".join("?" * len(chunk))

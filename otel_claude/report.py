@@ -9,8 +9,6 @@ reading them and single steps by timestamp.
 
 from __future__ import annotations
 
-import multiprocessing
-import os
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -18,10 +16,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from otel_claude.errors import OtelClaudeError
 from otel_claude.pricing import Modifiers, PriceTable
 from otel_claude.records import TOKEN_TYPES, StepRecord, merge_steps
-from otel_claude.sources.coldscan import PARALLEL_BYTES, paused_gc, worker_setup
+from otel_claude.sources.coldscan import PARALLEL_BYTES, TaskQueue, Workers, paused_gc
 from otel_claude.sources.transcripts import LineStats, parse_lines, transcript_entries
 
 LONG_CONTEXT_THRESHOLD = 200_000
@@ -66,8 +63,8 @@ def scan_history(
 ) -> History:
     """Read every transcript below ``roots`` (or the given ``files``) once, one step per id.
 
-    With ``workers`` > 1 the files are shared out by size: this process scans one share and
-    a forked child scans each other share, concurrently. Every part deduplicates its own
+    With ``workers`` > 1 this process and ``workers - 1`` forked children take the files
+    one at a time from a shared queue, concurrently. Every part deduplicates its own
     files and the parts are merged with the same rule (largest value of each field, earliest
     timestamp), which is order-independent: the result does not depend on the split.
     """
@@ -90,32 +87,17 @@ def _scan(
     count = max(1, min(workers, len(files)))
     if count == 1 or sum(size for size, _ in files) < parallel_bytes:
         return _scan_files([p for _, p in files], lo, hi, progress)
-    groups: list[list[Path]] = [[] for _ in range(count)]
-    loads = [0] * count
-    for size, path in sorted(files, key=lambda f: -f[0]):
-        i = loads.index(min(loads))
-        groups[i].append(path)
-        loads[i] += size
-    from concurrent.futures import ProcessPoolExecutor  # only for a large history
-    from concurrent.futures.process import BrokenProcessPool
-
-    # fork: the children start in microseconds with everything imported; the report is
-    # single-threaded, so no lock can be held across the fork. A child that dies (the OOM
-    # killer) raises BrokenProcessPool here instead of leaving the report waiting.
-    with ProcessPoolExecutor(
-        count - 1,
-        mp_context=multiprocessing.get_context("fork"),
-        initializer=worker_setup,
-        initargs=(os.getpid(),),
-    ) as executor:
-        pending = [executor.submit(_scan_part, group, lo, hi) for group in groups[1:]]
-        merged = _scan_files(groups[0], lo, hi, progress)
-        try:
-            parts = [future.result() for future in pending]
-        except BrokenProcessPool:
-            raise OtelClaudeError(
-                "a scan worker process died (out of memory?); try again, or with --workers 1"
-            ) from None
+    paths = [path for _, path in sorted(files, key=lambda f: -f[0])]  # large ones first
+    taken = TaskQueue(len(paths))
+    # Forked children start at once with everything imported. They and this process take
+    # files one at a time from a shared queue, so all finish together; each child sends
+    # its deduplicated steps back in one message.
+    children = Workers(_scan_part, [(paths, taken, lo, hi)] * (count - 1))
+    try:
+        merged = _scan_files((paths[i] for i in taken), lo, hi, progress)
+        parts: list[tuple[int, LineStats, list[tuple[Any, ...]]]] = list(children.messages())
+    finally:
+        children.stop()
     steps = merged.steps
     for files_seen, stats, rows in parts:
         merged.files += files_seen
@@ -130,15 +112,18 @@ def _scan(
 
 
 def _scan_part(
-    paths: list[Path], lo: float | None, hi: float | None
-) -> tuple[int, LineStats, list[tuple[Any, ...]]]:
-    """A child's share: its files' deduplicated steps, as rows (see ``StepRecord.row``)."""
-    history = _scan_files(paths, lo, hi)
-    return history.files, history.stats, [s.row() for s in history.steps.values()]
+    share: tuple[list[Path], TaskQueue, float | None, float | None],
+    send: Callable[[tuple[int, LineStats, list[tuple[Any, ...]]]], None],
+) -> None:
+    """A child's part: the deduplicated steps of the files it took, as rows (see
+    ``StepRecord.row``)."""
+    paths, taken, lo, hi = share
+    history = _scan_files((paths[i] for i in taken), lo, hi)
+    send((history.files, history.stats, [s.row() for s in history.steps.values()]))
 
 
 def _scan_files(
-    paths: list[Path],
+    paths: Iterable[Path],
     lo: float | None,
     hi: float | None,
     progress: Callable[[int], None] | None = None,

@@ -12,6 +12,8 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from otel_claude.ledger import (
     CONVERSATIONS,
     COST,
@@ -95,6 +97,36 @@ def test_restart_continues_from_committed_totals(
     ledger.close()
     reopened = make_ledger()
     _apply_lines(reopened, lines)  # overlap with the first half: deduplicated
+    assert_matches_truth(reopened.snapshot(), truth)
+
+
+def test_ids_remembered_by_a_fresh_ledger_match_the_table(
+    make_ledger: Callable[..., Ledger], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A ledger that starts empty skips lookups of ids it never stored; the same stream gives
+    the same totals with the set, past its size limit (lookups again) and after a restart."""
+    import otel_claude.ledger as ledger_module
+
+    lines, truth = generate(seed=14, sessions=30)
+    fresh = make_ledger("fresh.sqlite3")
+    assert fresh._stored_ids == set()
+    _apply_lines(fresh, lines, batch=41)
+    _apply_lines(fresh, lines, batch=1000)  # every id again: all found through the set
+    assert fresh._stored_ids is not None
+    stored = {row[0] for row in fresh._conn.execute("SELECT message_id FROM steps")}
+    assert fresh._stored_ids >= stored and stored
+    assert_matches_truth(fresh.snapshot(), truth)
+
+    monkeypatch.setattr(ledger_module, "_MAX_REMEMBERED", 5)
+    capped = make_ledger("capped.sqlite3")
+    _apply_lines(capped, lines, batch=41)
+    assert capped._stored_ids is None  # dropped once past the limit
+    _apply_lines(capped, lines, batch=1000)
+    assert_matches_truth(capped.snapshot(), truth)
+    capped.close()
+    reopened = make_ledger("capped.sqlite3")
+    assert reopened._stored_ids is None  # not empty: every id is looked up
+    _apply_lines(reopened, lines, batch=7)
     assert_matches_truth(reopened.snapshot(), truth)
 
 

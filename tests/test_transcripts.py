@@ -574,33 +574,32 @@ def test_parallel_cold_scan_equals_serial_and_never_hangs(tmp_path: Path) -> Non
     assert dict(by_type) == {t: n for t, n in truth.totals().items() if n}
 
 
-_PARSE_CHUNK = None
+_PARSE_PACKED = None
 
 
-def _die_on_s2(tasks: list[Any], *args: object) -> object:
-    """A worker killed (the OOM killer, say) while it parses ``s2.jsonl``."""
-    if any(t.path.endswith("s2.jsonl") for t in tasks):
+def _die_on_s2(args: Any) -> Any:
+    """A worker killed (the OOM killer, say) when it comes to parse ``s2.jsonl``."""
+    if args[0].path.endswith("s2.jsonl"):
         os._exit(3)
-    assert _PARSE_CHUNK is not None
-    return _PARSE_CHUNK(tasks, *args)
+    assert _PARSE_PACKED is not None
+    return _PARSE_PACKED(args)
 
 
 def test_a_dead_worker_fails_the_scan_instead_of_hanging(
     make_ledger: Callable[..., Ledger], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from concurrent.futures.process import BrokenProcessPool
-
+    from otel_claude.errors import WorkerError
     from otel_claude.sources import coldscan
 
     proj = project(tmp_path)
     for f in range(4):
         (proj / f"s{f}.jsonl").write_bytes(assistant(f"m{f}", out=f + 1) + b"\n")
     ledger = make_ledger()
-    global _PARSE_CHUNK
-    _PARSE_CHUNK = coldscan._parse_chunk
-    monkeypatch.setattr(coldscan, "_parse_chunk", _die_on_s2)  # forked workers inherit it
+    global _PARSE_PACKED
+    _PARSE_PACKED = coldscan._parse_packed
+    monkeypatch.setattr(coldscan, "_parse_packed", _die_on_s2)  # forked workers inherit it
     tailer = TranscriptTailer(ledger, [tmp_path / "projects"], workers=2, parallel_bytes=0)
-    with pytest.raises(BrokenProcessPool):
+    with pytest.raises(WorkerError, match="scan worker process died"):
         tailer.scan()
     monkeypatch.undo()
     tailer.scan()  # the next pass (serve retries) counts everything, and once

@@ -180,7 +180,7 @@ class TranscriptTailer:
             if pos is not None and pos.inode == st.st_ino and pos.offset <= st.st_size:
                 offset = pos.offset
             if st.st_size > offset:
-                tasks.append(FileTask(key, key, st.st_ino, offset))
+                tasks.append(FileTask(key, key, st.st_ino, offset, st.st_size - offset))
                 unread += st.st_size - offset
         if unread < self._parallel_bytes:
             return None

@@ -19,7 +19,7 @@ from typing import Any
 from otel_claude.pricing import Modifiers, PriceTable
 from otel_claude.records import TOKEN_TYPES, StepRecord, merge_steps
 from otel_claude.sources.coldscan import PARALLEL_BYTES, TaskQueue, Workers, paused_gc
-from otel_claude.sources.transcripts import LineStats, parse_lines, transcript_entries
+from otel_claude.sources.transcripts import LineStats, parse_lines, read_file, transcript_entries
 
 LONG_CONTEXT_THRESHOLD = 200_000
 
@@ -133,7 +133,7 @@ def _scan_files(
     stats = history.stats
     for path in paths:
         try:
-            data = path.read_bytes()
+            data = read_file(path)[2]
         except OSError:
             continue
         history.files += 1

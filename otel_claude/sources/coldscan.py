@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 from otel_claude.errors import WorkerError
 from otel_claude.records import Normalized, StepRecord, coalesce
 from otel_claude.sources.messages import Limits
-from otel_claude.sources.transcripts import LineStats, parse_lines
+from otel_claude.sources.transcripts import LineStats, parse_lines, read_file
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
@@ -193,8 +193,12 @@ class Workers:
         index = {id(r): i for i, r in enumerate(self._readers)}
         waiting = list(self._readers)
         while waiting:
-            for ready in wait(waiting):
-                i = index[id(ready)]
+            try:
+                ready = wait(waiting)
+            except (OSError, ValueError):  # closed by stop(): nobody reads any more
+                return
+            for handle in ready:
+                i = index[id(handle)]
                 reader = self._readers[i]
                 try:
                     message = reader.recv()
@@ -211,12 +215,18 @@ class Workers:
                     put((_MESSAGE, message))
 
     def stop(self) -> None:
-        """End the workers (whatever they were doing) and release their pipes."""
+        """End the workers (whatever they were doing) and release their pipes.
+
+        Killed workers close their pipes, which ends the draining thread; only then are
+        the pipes closed here, so the thread never waits on a closed handle.
+        """
         for process in self._processes:
             if process.is_alive():
                 process.terminate()
         for process in self._processes:
             process.join(timeout=5)
+        if self._drainer is not None:
+            self._drainer.join(timeout=5)
         for reader in self._readers:
             reader.close()
 
@@ -342,23 +352,15 @@ def _parse_share(
 
 
 def parse_file(task: FileTask, limits: Limits, source: str) -> FileResult | None:
-    """Parse one file in this process; None when it cannot be opened."""
+    """Parse one file in this process; None when it cannot be read."""
     try:
-        handle = open(task.path, "rb")
+        inode, offset, data = read_file(task.path, task.offset, task.inode)
     except OSError:
         return None
-    with handle:
-        try:
-            st = os.fstat(handle.fileno())
-            offset = task.offset if st.st_ino == task.inode and task.offset <= st.st_size else 0
-            handle.seek(offset)
-            data = handle.read()
-        except OSError:
-            return None
     cut = data.rfind(b"\n") + 1
     stats = LineStats(limits=limits)
     records = coalesce(parse_lines(data[:cut], stats, source=source)) if cut else []
-    return FileResult(task.key, st.st_ino, offset + cut, records, stats)
+    return FileResult(task.key, inode, offset + cut, records, stats)
 
 
 _Packed = tuple[str, int, int, list[Any], LineStats]

@@ -19,6 +19,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from otel_claude.ledger import TOKENS, Ledger
+from otel_claude.pricing import PriceTable
 from otel_claude.records import StepRecord
 from otel_claude.sources.tailer import TranscriptTailer
 from otel_claude.sources.transcripts import projects_dirs
@@ -392,22 +393,34 @@ def test_report_json_and_table(tmp_path: Path) -> None:
     assert "no price for: claude-future-9" in table.stdout
 
 
-def test_parallel_scan_equals_single(tmp_path: Path) -> None:
+def test_parallel_scan_equals_single(tmp_path: Path, prices: PriceTable) -> None:
     from otel_claude import report
 
     proj = project(tmp_path)
-    for f in range(6):
+    for f in range(12):
         lines = [user("x" * 5000)]
         for i in range(30):
             mid = f"m{i % 17}-{f % 2}"  # the same ids across files: merged by the max rule
-            lines.append(assistant(mid, out=i + f, read=i * 10, c1=f))
+            # Each file on its own day: a merged step keeps the earliest, so it can leave
+            # the day (summary group) a child first counted it in.
+            ts = f"2026-11-{20 - f:02d}T10:00:00.000Z"
+            lines.append(assistant(mid, out=i + f, read=i * 10, c1=f, ts=ts))
+        lines.append(assistant(f"own-{f}", out=1000 + f, ts=f"2026-10-{f + 1:02d}T01:00:00Z"))
         (proj / f"s{f}.jsonl").write_bytes(b"\n".join(lines) + b"\n")
     single = report.scan_history([tmp_path / "projects"])
-    double = report.scan_history([tmp_path / "projects"], workers=3, parallel_bytes=0)
-    assert len(single.steps) == 34
-    assert single.steps == double.steps
-    assert single.stats.lines == double.stats.lines and single.files == double.files == 6
-    assert single.stats.rejected == double.stats.rejected
+    assert len(single.steps) == 34 + 12 and not single.groups
+    want = report.summarize(single, prices)
+    for workers in (2, 3):
+        kept = report.scan_history(
+            [tmp_path / "projects"], workers=workers, parallel_bytes=0, keep_steps=True
+        )
+        assert single.steps == kept.steps and not kept.groups
+        grouped = report.scan_history([tmp_path / "projects"], workers=workers, parallel_bytes=0)
+        assert grouped.step_count == 46
+        assert report.summarize(grouped, prices) == want
+        for other in (kept, grouped):
+            assert single.stats.lines == other.stats.lines and single.files == other.files == 12
+            assert single.stats.rejected == other.stats.rejected
 
 
 def _dead_child(*_args: object) -> object:

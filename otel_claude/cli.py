@@ -556,8 +556,9 @@ def _report(settings: Settings, args: argparse.Namespace) -> int:
     prices = load_price_table(settings.prices_file, settings.price_overrides or None)
     from otel_claude.progress import Progress
 
-    files = history_files(roots, since)
-    bar = Progress(sum(size for size, _ in files))
+    # Sizes only for a bar on a terminal; otherwise the listing skips a stat per file.
+    files = history_files(roots, since, sizes=sys.stderr.isatty())
+    bar = Progress(sum(size for size, _ in files if size > 0))
     history = scan_history(
         roots,
         since=since,

@@ -22,6 +22,8 @@ from otel_claude.sources.coldscan import PARALLEL_BYTES, TaskQueue, Workers, pau
 from otel_claude.sources.transcripts import LineStats, parse_lines, read_file, transcript_entries
 
 LONG_CONTEXT_THRESHOLD = 200_000
+#: Without file sizes, a history of fewer files than this is scanned by this process alone.
+PARALLEL_FILES = 64
 
 
 #: What ``summarize`` adds steps up by: model, batch, US-only inference, fast mode, long
@@ -101,14 +103,21 @@ def add_to_groups(groups: dict[GroupKey, list[int]], rows: Iterable[Row], sign: 
             sums[6] += sign
 
 
-def history_files(roots: Iterable[Path], since: datetime | None = None) -> list[tuple[int, Path]]:
+def history_files(
+    roots: Iterable[Path], since: datetime | None = None, *, sizes: bool = True
+) -> list[tuple[int, Path]]:
     """``(size, path)`` of every transcript below ``roots`` that may hold usage from ``since``.
 
     A file not modified since ``since`` only holds older lines and is left out unread.
+    Without ``sizes`` (and ``since``) nothing is stat'ed and every size is -1: a third of
+    the listing's time (12 ms for 3,000 files) when no progress bar needs the total.
     """
     lo = since.timestamp() if since else None
     files: list[tuple[int, Path]] = []
     for path, entry in transcript_entries(list(roots)):
+        if not sizes and lo is None:
+            files.append((-1, Path(path)))
+            continue
         try:
             st = entry.stat()
         except OSError:
@@ -156,9 +165,17 @@ def _scan(
     lo = since.timestamp() if since else None
     hi = until.timestamp() if until else None
     count = max(1, min(workers, len(files)))
-    if count == 1 or sum(size for size, _ in files) < parallel_bytes:
+    sized = all(size >= 0 for size, _ in files)
+    if (
+        count == 1
+        or (sized and sum(size for size, _ in files) < parallel_bytes)
+        or (not sized and len(files) < PARALLEL_FILES and parallel_bytes > 0)
+    ):
         return _scan_files([p for _, p in files], lo, hi, progress)
-    paths = [path for _, path in sorted(files, key=lambda f: -f[0])]  # large ones first
+    # Large ones first: one taken last would finish last. Sizes not known: as listed.
+    paths = (
+        [path for _, path in sorted(files, key=lambda f: -f[0])] if sized else [p for _, p in files]
+    )
     taken = TaskQueue(len(paths))
     # Forked children start at once with everything imported. They and this process take
     # files one at a time from a shared queue, so all finish together; each child sends

@@ -18,7 +18,6 @@ every multiprocessing child does), so threads the parent had at fork time do not
 
 from __future__ import annotations
 
-import ctypes
 import gc
 import multiprocessing
 import os
@@ -319,6 +318,8 @@ def worker_setup(parent: int, nice: int = 0) -> None:
     if nice:
         os.nice(nice)
     try:
+        import ctypes  # here, in the worker: the exporter and a report never need it
+
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
     except (OSError, AttributeError):  # not Linux: workers are only used there anyway

@@ -45,9 +45,13 @@ log = logging.getLogger(__name__)
 NAME = "transcripts"
 CURSOR_PREFIX = "transcript:"
 READ_CHUNK = 8 << 20
-#: Records per commit while workers parse (``_scan_parallel``): 5,000 against 20,000 holds
-#: the exporter's peak 15 MiB lower on a 500 MB history at the same speed.
-PARALLEL_BATCH = 15000
+#: Records per commit while workers parse (``_scan_parallel``). Every commit rewrites the
+#: B-tree pages its new steps land on (message ids are random: nearly all of them), so the
+#: first commit waits for many records; later ones are small, so that little is left to
+#: commit when the workers finish. On a 500 MB history (30k steps) the scan is committed
+#: at 0.70 s against 0.78 s with 15,000 per commit and 0.77 s with 5,000.
+PARALLEL_FIRST_BATCH = 20_000
+PARALLEL_BATCH = 3_000
 SAFETY_SCAN_S = 30.0  # with inotify working, a full stat pass this often
 
 
@@ -193,6 +197,7 @@ class TranscriptTailer:
             job.stop()
 
     def _commit_parsed(self, results: Iterable[FileResult]) -> None:
+        batch = min(self._batch, PARALLEL_FIRST_BATCH)
         for result in results:
             self.stats.add(result.stats)
             records = result.records
@@ -205,9 +210,9 @@ class TranscriptTailer:
             position = Position(result.inode, result.offset)
             self._positions[result.key] = position
             self._pending_cursors[CURSOR_PREFIX + result.key] = position.encode()
-            # Small batches: commits overlap the workers' parsing and memory stays flat.
-            if len(self._pending) >= min(self._batch, PARALLEL_BATCH):
+            if len(self._pending) >= batch:
                 self._flush()
+                batch = min(self._batch, PARALLEL_BATCH)
         self._flush()
 
     def _read(self, path: Path, key: str) -> None:

@@ -110,6 +110,32 @@ def merge_steps(a: StepRecord, b: StepRecord) -> StepRecord:
     )
 
 
+def merge_into(a: StepRecord, b: StepRecord) -> None:
+    """``merge_steps(a, b)`` stored in ``a`` itself, for a caller that owns ``a``: no new
+    record for each of the many streamed copies of a response in a history scan."""
+    if b.input > a.input:
+        a.input = b.input
+    if b.output > a.output:
+        a.output = b.output
+    if b.cache_read > a.cache_read:
+        a.cache_read = b.cache_read
+    if b.cache_5m > a.cache_5m:
+        a.cache_5m = b.cache_5m
+    if b.cache_1h > a.cache_1h:
+        a.cache_1h = b.cache_1h
+    if b.web_search > a.web_search:
+        a.web_search = b.web_search
+    if b.batch:
+        a.batch = True
+    if b.geo_us:
+        a.geo_us = True
+    if b.fast:
+        a.fast = True
+    tb = b.timestamp
+    if tb is not None and (a.timestamp is None or tb < a.timestamp):
+        a.timestamp = tb
+
+
 def coalesce(records: list[Normalized]) -> list[Normalized]:
     """Merge the steps of one message id within a batch into the first one's place.
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from otel_claude.pricing import Modifiers, PriceTable
-from otel_claude.records import TOKEN_TYPES, StepRecord, merge_steps
+from otel_claude.records import TOKEN_TYPES, StepRecord, merge_into, merge_steps
 from otel_claude.sources.coldscan import PARALLEL_BYTES, TaskQueue, Workers, paused_gc
 from otel_claude.sources.transcripts import LineStats, parse_lines, read_file, transcript_entries
 
@@ -291,7 +291,10 @@ def _scan_files(
             if ts is not None and ((lo is not None and ts < lo) or (hi is not None and ts >= hi)):
                 continue
             known = steps.get(record.message_id)
-            steps[record.message_id] = record if known is None else merge_steps(known, record)
+            if known is None:
+                steps[record.message_id] = record
+            else:
+                merge_into(known, record)  # the records are this scan's own
     return history
 
 

@@ -35,7 +35,10 @@ from otel_claude.sources.messages import (
     normalize_line,
 )
 
+# Bounds checked by msgspec, in C; a value outside them sends the line to normalize_line.
 _Count = Annotated[int, msgspec.Meta(ge=0, le=MAX_COUNT)]
+_Id = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID_LENGTH)]
+_Model = Annotated[str, msgspec.Meta(max_length=MAX_MODEL_LENGTH)]
 
 
 class _CacheCreation(msgspec.Struct, gc=False):
@@ -56,8 +59,8 @@ class _Usage(msgspec.Struct, gc=False):
 
 
 class _Message(msgspec.Struct, gc=False):
-    id: str
-    model: str
+    id: _Id
+    model: _Model
     usage: _Usage
 
 
@@ -112,14 +115,13 @@ def _record(parsed: _Line, source: str) -> StepRecord | None:
     if parsed.type != "assistant" or parsed.error or parsed.api_error is True:
         return None
     message = parsed.message
-    mid, model, usage = message.id, message.model, message.usage
-    if not mid or len(mid) > MAX_ID_LENGTH or model == SYNTHETIC_MODEL:
-        return None
-    if len(model) > MAX_MODEL_LENGTH:
+    model = message.model
+    if model == SYNTHETIC_MODEL:
         return None
     name = canonical_model(model)
     if not name:
         return None
+    usage = message.usage
     unsplit = usage.cache_creation_input_tokens or 0
     split = usage.cache_creation
     if split is None:
@@ -127,7 +129,9 @@ def _record(parsed: _Line, source: str) -> StepRecord | None:
     else:
         c1h = split.ephemeral_1h_input_tokens or 0
         # A split that sums to less than the unsplit total leaves the rest as 5m writes.
-        c5m = max(split.ephemeral_5m_input_tokens or 0, unsplit - c1h)
+        c5m = split.ephemeral_5m_input_tokens or 0
+        if unsplit - c1h > c5m:
+            c5m = unsplit - c1h
     searches: Any = 0
     tools = usage.server_tool_use
     if type(tools) is dict:
@@ -152,7 +156,7 @@ def _record(parsed: _Line, source: str) -> StepRecord | None:
     else:
         when = epoch_seconds(stamp)
     return StepRecord(
-        mid,
+        message.id,
         session,
         name,
         source,

@@ -18,10 +18,11 @@ ccusage (npm ``ccusage``, the reference peer) is looked up at ``--ccusage``, the
 Time and memory come from separate rounds: sampling a tree's memory slows the tool it
 reads (ccusage: 0.79 s against 0.97 s), so wall times are taken from rounds that nothing
 observes and memory from the rounds in between. In a memory round a background thread
-sums the PSS of every process in the measured tree every 20 milliseconds (ccusage is a Node launcher that spawns a native binary: both count; PSS so
-that pages a forked worker shares with its parent count once), and ``/usr/bin/time -f
-%M`` (or ``getrusage`` in a wrapper process) gives the exact peak RSS of the largest
-single process; the tree peak shown is the larger of the two.
+sums the PSS of every process in the measured tree every 20 milliseconds (ccusage is a
+Node launcher that spawns a native binary: both count; PSS so that pages a forked worker
+shares with its parent count once), and ``/usr/bin/time -f %M`` (or ``getrusage`` in a
+wrapper process) gives the exact peak RSS of the largest single process; the tree peak
+shown is the larger of the two.
 """
 
 from __future__ import annotations

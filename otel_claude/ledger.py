@@ -32,7 +32,8 @@ import sqlite3
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
@@ -149,6 +150,8 @@ _PlainKey = tuple[str, str, str, int, bool]
 
 _BATCH, _GEO_US, _FAST = 1, 2, 4
 _SQL_CHUNK = 500
+#: WAL pages between automatic checkpoints: SQLite's default, and during a cold scan.
+_CHECKPOINT_PAGES, _DEFERRED_CHECKPOINT_PAGES = 1000, 10_000
 #: Most message ids ``Ledger._remember_ids`` keeps in memory (some 25 MB at the limit).
 _MAX_REMEMBERED = 250_000
 
@@ -596,6 +599,27 @@ class Ledger:
         self._add_totals(counted)
         delta.clear()
         delta.update(counted)
+
+    @contextmanager
+    def deferred_checkpoints(self) -> Iterator[None]:
+        """Checkpoint the WAL every 40 MB instead of every 4 MB while the block runs.
+
+        For a cold scan, which writes some 4 MB of pages per commit: a checkpoint (WAL
+        copied into the database, then fsync) after nearly every commit cost 0.05 s of
+        waiting on a 500 MB history. Commits stay atomic and as durable as ``synchronous``
+        says. Afterwards the next commit checkpoints as usual; only while the block runs may
+        the WAL file grow to 40 MB, so this is not for everyday writes (a small disk fills).
+        """
+        if self._read_only:
+            yield
+            return
+        with self._lock:
+            self._conn.execute(f"PRAGMA wal_autocheckpoint={_DEFERRED_CHECKPOINT_PAGES}")
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._conn.execute(f"PRAGMA wal_autocheckpoint={_CHECKPOINT_PAGES}")
 
     def forget_buckets(self, source: str, before: str) -> int:
         """Drop bucket state of ``source`` older than ``before`` (never re-read again)."""

@@ -459,3 +459,23 @@ def test_bulk_path_with_results_and_call_starts_equals_the_general_path(
         _apply_lines(bulk, lines, batch=size)
         _apply_lines(general, lines, batch=size)
         assert _state(bulk) == _state(general), size
+
+
+def test_deferred_checkpoints_restore_the_usual_interval(
+    make_ledger: Callable[..., Ledger],
+) -> None:
+    """A cold scan checkpoints the WAL less often; afterwards, and after an error inside,
+    the usual interval is back (a WAL that keeps growing would fill a small disk)."""
+    ledger = make_ledger()
+
+    def interval() -> int:
+        return int(ledger._conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0])
+
+    assert interval() == 1000
+    with ledger.deferred_checkpoints():
+        assert interval() == 10_000
+        ledger.apply([step("m1", output=5)], source="transcript")
+    assert interval() == 1000 and _tokens(ledger)[("claude-sonnet-4-5", "output")] == 5
+    with pytest.raises(RuntimeError), ledger.deferred_checkpoints():
+        raise RuntimeError("scan failed")
+    assert interval() == 1000

@@ -167,7 +167,7 @@ class TranscriptTailer:
         if job is None:
             job = self._plan_parallel(paths)
         if job is not None:
-            with paused_gc():
+            with paused_gc(), self._ledger.deferred_checkpoints():
                 self._commit_parsed(job.results())
 
     def _plan_parallel(self, paths: list[Path]) -> ParseJob | None:

@@ -479,3 +479,16 @@ def test_deferred_checkpoints_restore_the_usual_interval(
     with pytest.raises(RuntimeError), ledger.deferred_checkpoints():
         raise RuntimeError("scan failed")
     assert interval() == 1000
+
+
+def test_call_state_beyond_64_bits_is_stored_exactly(make_ledger: Callable[..., Ledger]) -> None:
+    """Call states are written by orjson, which cannot write integers beyond 64 bits; hostile
+    counts that sum past that are written by ``json`` instead and read back exactly."""
+    big = (1 << 63) - 1
+    ledger = make_ledger()
+    ledger.apply([step("a", output=big), step("b", output=big)], source="sdk")
+    ledger.apply([step("c", output=big)], source="sdk")  # the call's sum passes 2**64
+    ledger.close()
+    again = make_ledger()
+    again.apply([step("d", output=1)], source="sdk")
+    assert _tokens(again)[("claude-sonnet-4-5", "output")] == 3 * big + 1

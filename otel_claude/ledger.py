@@ -887,28 +887,41 @@ class Ledger:
         delta: defaultdict[CounterKey, int],
     ) -> None:
         conn = self._conn
-        step_ids = {it.message_id for it in items if isinstance(it, StepRecord)}
-        result_keys = {it.key for it in items if isinstance(it, ResultRecord | CallStart)}
+        # The batch's steps once, by exact type (records are final classes): the passes
+        # below run per step of a cold scan, where every attribute or isinstance shows.
+        steps = [it for it in items if type(it) is StepRecord]
+        step_ids = {it.message_id for it in steps}
+        result_keys = {it.key for it in items if type(it) is ResultRecord or type(it) is CallStart}
         rows = self._load_steps(step_ids)
         seen_results = self._existing("SELECT key FROM results WHERE key IN ({})", result_keys)
         since: dict[str, float] = {}
-        for it in items:
-            if isinstance(it, StepRecord) and it.timestamp is not None:
-                since[it.session_id] = min(since.get(it.session_id, it.timestamp), it.timestamp)
+        for it in steps:
+            ts = it.timestamp
+            if ts is not None:
+                known = since.get(it.session_id)
+                if known is None or ts < known:
+                    since[it.session_id] = ts
         calls = _Calls(conn)
-        calls.preload(
-            {it.session_id: since.get(it.session_id) for it in items if type(it) is StepRecord}
-        )
+        calls.preload({it.session_id: since.get(it.session_id) for it in steps})
         new_results: list[tuple[str, float]] = []
         models_before = set(self._models)
-        for it in items:  # new model names in the order the general path would see them
-            if isinstance(it, StepRecord) and rows.get(it.message_id) is None:
+        models = self._models
+        for it in steps:  # new model names in the order the general path would see them
+            if it.model not in models and rows.get(it.message_id) is None:
                 self._label_model(it.model)
         bulk: set[int] = set()
         try:
             if self._bulk:
                 bulk = self._apply_first_sight(
-                    items, source, rows, calls, since, now, summary, delta
+                    items,
+                    source,
+                    rows,
+                    calls,
+                    since,
+                    now,
+                    summary,
+                    delta,
+                    unique=len(step_ids) == len(steps),
                 )
         except BaseException:
             self._models = models_before
@@ -997,8 +1010,12 @@ class Ledger:
         now: float,
         summary: ApplySummary,
         delta: defaultdict[CounterKey, int],
+        *,
+        unique: bool = False,
     ) -> set[int]:
         """Count in bulk the steps that are plain additions; return their indexes.
+
+        ``unique``: the caller knows that no message id occurs twice among ``items``.
 
         A step qualifies when its message id is new (not stored, once in the batch) and its
         session has no result or call start in the batch and only an open call, whose
@@ -1012,15 +1029,16 @@ class Ledger:
         excluded: set[str] = set()
         seen_ids: dict[str, int] = {}
         for item in items:
-            if isinstance(item, StepRecord):
-                seen_ids[item.message_id] = seen_ids.get(item.message_id, 0) + 1
-            elif isinstance(item, ResultRecord | CallStart):
+            if type(item) is StepRecord:
+                if not unique:
+                    seen_ids[item.message_id] = seen_ids.get(item.message_id, 0) + 1
+            elif type(item) is ResultRecord or type(item) is CallStart:
                 excluded.add(item.session_id)
         plain_sessions: dict[str, bool] = {}
         taken: list[int] = []
         steps: list[StepRecord] = []
         for index, item in enumerate(items):
-            if not isinstance(item, StepRecord) or seen_ids[item.message_id] != 1:
+            if type(item) is not StepRecord or (not unique and seen_ids[item.message_id] != 1):
                 continue
             if rows.get(item.message_id) is not None:
                 continue

@@ -14,12 +14,15 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from otel_claude.pricing import Modifiers, PriceTable
 from otel_claude.records import TOKEN_TYPES, StepRecord, merge_into, merge_steps
 from otel_claude.sources.coldscan import PARALLEL_BYTES, TaskQueue, Workers, paused_gc
 from otel_claude.sources.transcripts import LineStats, parse_lines, read_file, transcript_entries
+
+if TYPE_CHECKING:
+    from multiprocessing.connection import Connection
 
 LONG_CONTEXT_THRESHOLD = 200_000
 #: Without file sizes, a history of fewer files than this is scanned by this process alone.
@@ -178,18 +181,19 @@ def _scan(
     )
     taken = TaskQueue(len(paths))
     # Forked children start at once with everything imported. They and this process take
-    # files one at a time from a shared queue, so all finish together; each child sends
-    # its deduplicated steps back in one message, with their sums per summary group.
+    # files one at a time from a shared queue, so all finish together. Each child sends
+    # the ids of its deduplicated steps and their sums per summary group, then the steps
+    # of the ids asked for: those another part has too (or all, to keep steps).
     children = Workers(_scan_part, [(paths, taken, lo, hi)] * (count - 1))
     try:
         merged = _scan_files((paths[i] for i in taken), lo, hi, progress)
         own = merged.steps
         if not keep_steps:
-            # While the children turn their steps into rows and sums, this process sums
-            # its own: summarize() would do it afterwards (15 ms of 30k steps).
+            # While the children sum their steps, this process sums its own: summarize()
+            # would do it afterwards (15 ms of 30k steps).
             merged.steps = {}
             add_to_groups(merged.groups, (step.row() for step in own.values()))
-        parts: list[_Part] = list(children.messages())
+        parts = _collect(children, count - 1, own, keep_steps)
     finally:
         children.stop()
     _absorb(merged, own, parts, keep_steps)
@@ -198,32 +202,76 @@ def _scan(
     return merged
 
 
+#: A child's part: files read, line statistics, sums per group of all its steps, the rows of
+#: the steps asked for (see ``_collect``).
 _Part = tuple[int, LineStats, dict[GroupKey, list[int]], list[Row]]
 
 
 def _scan_part(
-    share: tuple[list[Path], TaskQueue, float | None, float | None],
-    send: Callable[[_Part], None],
+    share: tuple[list[Path], TaskQueue, float | None, float | None], channel: Connection
 ) -> None:
-    """A child's part: the deduplicated steps of the files it took, as rows (see
-    ``StepRecord.row``), and their sums per summary group."""
+    """A child's part: its files' deduplicated steps summed per group, sent with their ids;
+    then the rows (``StepRecord.row``) of the ids the parent asks for."""
     paths, taken, lo, hi = share
     history = _scan_files((paths[i] for i in taken), lo, hi)
-    rows = [s.row() for s in history.steps.values()]
+    steps = history.steps
     groups: dict[GroupKey, list[int]] = {}
-    add_to_groups(groups, rows)
-    send((history.files, history.stats, groups, rows))
+    add_to_groups(groups, (step.row() for step in steps.values()))
+    channel.send((history.files, history.stats, groups, list(steps)))
+    wanted: list[str] = channel.recv()
+    channel.send([steps[mid].row() for mid in wanted])
+
+
+def _collect(children: Workers, count: int, own: dict[str, StepRecord], keep: bool) -> list[_Part]:
+    """Every child's part, with the rows of the steps that must be merged one by one.
+
+    Those are the ids that another part also has (a resumed session copied into files that
+    two processes read), a few hundred in 30k: only their rows cross the pipe, not 15k.
+    With ``keep`` every row is asked for.
+    """
+    first: dict[int, tuple[int, LineStats, dict[GroupKey, list[int]], list[str]]] = {}
+    rows: dict[int, list[Row]] = {}
+    for index, message in children.messages():
+        if index not in first:
+            first[index] = message
+            if len(first) == count:  # every child waits for its question now
+                for i, wanted in _shared_ids(first, own, keep).items():
+                    children.reply(i, wanted)
+        else:
+            rows[index] = message
+    return [(*first[i][:3], rows[i]) for i in sorted(first)]
+
+
+def _shared_ids(
+    first: dict[int, tuple[int, LineStats, dict[GroupKey, list[int]], list[str]]],
+    own: dict[str, StepRecord],
+    keep: bool,
+) -> dict[int, list[str]]:
+    """Per child, its ids that this process or another child has too (all, with ``keep``)."""
+    if keep:
+        return {i: part[3] for i, part in first.items()}
+    others: set[str] = set()
+    repeated: set[str] = set()
+    if len(first) > 1:  # ids in more than one child
+        for part in first.values():
+            ids = set(part[3])
+            repeated |= others & ids
+            others |= ids
+    wanted: dict[int, list[str]] = {}
+    for i, part in first.items():
+        ids = set(part[3])
+        wanted[i] = list((ids & own.keys()) | (ids & repeated))  # set operations: in C
+    return wanted
 
 
 def _absorb(merged: History, own: dict[str, StepRecord], parts: list[_Part], keep: bool) -> None:
     """Merge the children's parts into ``merged``, this process's part (its steps ``own``).
 
-    Unless ``keep``, every step is counted through group sums (``merged.groups``): this
-    process's own, summed while the children finished, and each child's, summed in the
-    child. Nothing is done here per step but a set intersection (30 ms less for 15k steps
-    than rebuilding each as a record). A step that two parts have (a resumed session
-    copied into a file of each) is taken out of both parts' sums and its merged value
-    (the usual rule) is added instead.
+    With ``keep`` every child sent all its rows and they are merged into ``merged.steps``
+    one by one. Otherwise every step is counted through group sums (``merged.groups``):
+    this process's own, summed while the children finished, and each child's, summed in
+    the child. A step that several parts have is taken out of the sums of each and its
+    merged value (the usual rule) counted once instead; nothing else is done per step.
     """
     if keep:
         for files_seen, stats, _groups, rows in parts:
@@ -235,25 +283,11 @@ def _absorb(merged: History, own: dict[str, StepRecord], parts: list[_Part], kee
                 own[step.message_id] = step if known is None else merge_steps(known, step)
         return
     total = merged.groups
-    children: dict[str, Row] = {}  # steps of children merged so far, when several
-    for n, (files_seen, stats, groups, rows) in enumerate(parts):
+    shared: dict[str, StepRecord] = {}
+    for files_seen, stats, groups, rows in parts:
         merged.files += files_seen
         merged.stats.add(stats)
-        ids = [row[0] for row in rows]
-        shared = own.keys() & ids  # set operations: in C
-        if children:
-            shared |= children.keys() & ids
-        if shared:
-            at = dict(zip(ids, range(len(ids)), strict=True))
-            for mid in shared:
-                row = rows[at[mid]]
-                add_to_groups(groups, [row], -1)  # out of this child's sums
-                known = own.get(mid)
-                old = known.row() if known is not None else children.pop(mid)
-                add_to_groups(total, [old], -1)  # out of the sums it is in
-                step = merge_steps(StepRecord(*old), StepRecord(*row))
-                own[mid] = step
-                add_to_groups(total, [step.row()])
+        add_to_groups(groups, rows, -1)  # counted once below, merged
         for key, sums in groups.items():
             into = total.get(key)
             if into is None:
@@ -261,10 +295,17 @@ def _absorb(merged: History, own: dict[str, StepRecord], parts: list[_Part], kee
             else:
                 for i, value in enumerate(sums):
                     into[i] += value
-        if n + 1 < len(parts):  # later children may share ids with this one
-            children.update(zip(ids, rows, strict=True))
-            for mid in shared:
-                children.pop(mid, None)
+        for row in rows:
+            step = StepRecord(*row)
+            known = shared.get(step.message_id)
+            shared[step.message_id] = step if known is None else merge_steps(known, step)
+    for mid, step in shared.items():
+        known = own.get(mid)
+        if known is not None:
+            add_to_groups(total, [known.row()], -1)
+            step = merge_steps(known, step)
+        own[mid] = step
+        add_to_groups(total, [step.row()])
 
 
 def _scan_files(

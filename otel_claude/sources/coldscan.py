@@ -9,7 +9,7 @@ process, which commits results as they arrive while the workers go on parsing.
 
 Workers are forked (``Workers``): they start in milliseconds with every module already
 imported, take files one at a time from a shared counter (``TaskQueue``) and write to
-their own pipes. Nothing is sent to them afterwards, so no feeder or manager threads run in
+their own channels. Nothing is sent to them afterwards, so no feeder or manager threads run in
 the calling process: with ``ProcessPoolExecutor`` those cost the exporter 0.3 s of CPU on a
 500 MB cold scan, competing with the commits for two cores. Workers run only parsing code,
 touching no lock, file or connection of the parent, and leave through ``os._exit`` (as
@@ -132,49 +132,48 @@ class TaskQueue:
 
 
 class Workers:
-    """Forked processes, each running ``target(arg, send)`` on its own argument.
+    """Forked processes, each running ``target(arg, channel)`` on its own argument.
 
-    Whatever a worker passes to ``send`` comes out of ``messages()`` in the calling
-    process, in arrival order. A thread here drains the pipes into a queue as soon as
-    anything arrives, so a worker never waits for this process to be ready to read (the
-    exporter may be committing). A worker that ends before it is done (killed, say) makes
-    ``messages()`` raise ``WorkerError`` instead of waiting for ever.
+    Whatever a worker sends on its channel comes out of ``messages()`` in the calling
+    process, as ``(worker index, message)`` in arrival order; ``reply(index, message)``
+    sends one back, for a worker that asks (``channel.recv()``). A thread here drains the
+    channels into a queue as soon as anything arrives, so a worker never waits for this
+    process to be ready to read (the exporter may be committing). A worker that ends
+    before it is done (killed, say) makes ``messages()`` raise ``WorkerError`` instead of
+    waiting for ever.
     """
 
     def __init__(
-        self,
-        target: Callable[[Any, Callable[[Any], None]], None],
-        args: Sequence[Any],
-        nice: int = 0,
+        self, target: Callable[[Any, Connection], None], args: Sequence[Any], nice: int = 0
     ) -> None:
         context = multiprocessing.get_context("fork")
         parent = os.getpid()
         self._processes: list[BaseProcess] = []
-        self._readers: list[Connection] = []
+        self._channels: list[Connection] = []
         for arg in args:
-            reader, writer = context.Pipe(duplex=False)
+            mine, theirs = context.Pipe()
             process = context.Process(
-                target=_worker_main, args=(target, arg, writer, parent, nice), daemon=True
+                target=_worker_main, args=(target, arg, theirs, parent, nice), daemon=True
             )
             process.start()
-            writer.close()  # the worker holds the only write end: its death closes the pipe
+            theirs.close()  # the worker holds the only other end: its death closes the channel
             self._processes.append(process)
-            self._readers.append(reader)
-        self._queue: queue.SimpleQueue[tuple[int, Any]] = queue.SimpleQueue()
+            self._channels.append(mine)
+        self._queue: queue.SimpleQueue[tuple[int, int, Any]] = queue.SimpleQueue()
         self._drainer: threading.Thread | None = None
 
-    def messages(self) -> Iterator[Any]:
-        """Every message the workers send, as it arrives, until all of them are done."""
+    def messages(self) -> Iterator[tuple[int, Any]]:
+        """``(worker index, message)`` of everything the workers send, until all are done."""
         if self._drainer is None:
             self._drainer = threading.Thread(
                 target=self._drain, name="otel-claude-scan-results", daemon=True
             )
             self._drainer.start()
-        running = len(self._readers)
+        running = len(self._channels)
         while running:
-            kind, message = self._queue.get()
+            kind, index, message = self._queue.get()
             if kind == _MESSAGE:
-                yield message
+                yield index, message
             elif kind == _DONE:
                 running -= 1
             else:
@@ -185,12 +184,16 @@ class Workers:
         for process in self._processes:
             process.join()
 
+    def reply(self, index: int, message: Any) -> None:
+        """Send ``message`` to worker ``index`` (which waits for it in ``channel.recv()``)."""
+        self._channels[index].send(message)
+
     def _drain(self) -> None:
         from multiprocessing.connection import wait
 
         put = self._queue.put
-        index = {id(r): i for i, r in enumerate(self._readers)}
-        waiting = list(self._readers)
+        index = {id(c): i for i, c in enumerate(self._channels)}
+        waiting = list(self._channels)
         while waiting:
             try:
                 ready = wait(waiting)
@@ -198,26 +201,26 @@ class Workers:
                 return
             for handle in ready:
                 i = index[id(handle)]
-                reader = self._readers[i]
+                channel = self._channels[i]
                 try:
-                    message = reader.recv()
+                    message = channel.recv()
                 except (EOFError, OSError):  # ended without saying done: it died
-                    waiting.remove(reader)
+                    waiting.remove(channel)
                     process = self._processes[i]
                     process.join(timeout=5)
-                    put((_DIED, process.exitcode))
+                    put((_DIED, i, process.exitcode))
                     continue
                 if message is _END:
-                    waiting.remove(reader)
-                    put((_DONE, None))
+                    waiting.remove(channel)
+                    put((_DONE, i, None))
                 else:
-                    put((_MESSAGE, message))
+                    put((_MESSAGE, i, message))
 
     def stop(self) -> None:
-        """End the workers (whatever they were doing) and release their pipes.
+        """End the workers (whatever they were doing) and release their channels.
 
-        Killed workers close their pipes, which ends the draining thread; only then are
-        the pipes closed here, so the thread never waits on a closed handle.
+        Killed workers close their channels, which ends the draining thread; only then are
+        the channels closed here, so the thread never waits on a closed handle.
         """
         for process in self._processes:
             if process.is_alive():
@@ -226,8 +229,8 @@ class Workers:
             process.join(timeout=5)
         if self._drainer is not None:
             self._drainer.join(timeout=5)
-        for reader in self._readers:
-            reader.close()
+        for channel in self._channels:
+            channel.close()
 
 
 _MESSAGE, _DONE, _DIED = 0, 1, 2
@@ -236,16 +239,16 @@ _END = None
 
 
 def _worker_main(
-    target: Callable[[Any, Callable[[Any], None]], None],
+    target: Callable[[Any, Connection], None],
     arg: Any,
-    writer: Connection,
+    channel: Connection,
     parent: int,
     nice: int,
 ) -> None:
     worker_setup(parent, nice)
-    target(arg, writer.send)
-    writer.send(_END)
-    writer.close()
+    target(arg, channel)
+    channel.send(_END)
+    channel.close()
 
 
 class ParseJob:
@@ -280,7 +283,7 @@ class ParseJob:
             self.start()
         assert self._workers is not None
         try:
-            for batch in self._workers.messages():
+            for _worker, batch in self._workers.messages():
                 for packed in batch:
                     yield _unpack(packed)
         finally:
@@ -332,11 +335,11 @@ _PR_SET_PDEATHSIG = 1
 
 
 def _parse_share(
-    arg: tuple[Sequence[FileTask], TaskQueue, Limits, str],
-    send: Callable[[list[_Packed]], None],
+    arg: tuple[Sequence[FileTask], TaskQueue, Limits, str], channel: Connection
 ) -> None:
     """A worker's part: parse the files it takes, send results in messages of ~SEND_RECORDS."""
     tasks, taken, limits, source = arg
+    send = channel.send
     out: list[_Packed] = []
     records = 0
     for index in taken:

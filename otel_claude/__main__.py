@@ -1,5 +1,5 @@
 """Run the command line: ``python -m otel_claude``."""
 
-from otel_claude.cli import main
+from otel_claude.cli import run
 
-raise SystemExit(main())
+run()

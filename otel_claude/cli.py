@@ -37,6 +37,26 @@ BACKFILL_CONCURRENCY = 4
 MAX_BACKFILL_CONCURRENCY = 16
 
 
+def run() -> None:
+    """The ``otel-claude`` program: ``main``, then exit with its status.
+
+    ``report`` is a one-shot scan: once its output is flushed the process ends without
+    tearing the interpreter down, which frees some 100k objects one by one (15 ms of a
+    0.4 s report of a 500 MB history) only for the OS to take the memory back anyway. Its
+    worker processes have been joined by then. Every other command exits normally.
+    """
+    argv = sys.argv[1:]
+    code = main(argv)
+    if argv[:1] == ["report"]:
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        except (BrokenPipeError, ValueError):  # `report | head`: the reader left
+            pass
+        os._exit(code)
+    sys.exit(code)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the process exit code."""
     parser = _parser()

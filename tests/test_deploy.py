@@ -369,7 +369,7 @@ def test_dockerfile_runtime_user_volume_and_entrypoint(dockerfile: dict[str, Any
     assert _one(runtime, "STOPSIGNAL") == "SIGTERM"
     # The entrypoint is the project's console script.
     project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
-    assert project["project"]["scripts"]["otel-claude"] == "otel_claude.cli:main"
+    assert project["project"]["scripts"]["otel-claude"] == "otel_claude.cli:run"
 
 
 def _dockerfile_env(dockerfile: dict[str, Any]) -> dict[str, str]:

@@ -184,7 +184,11 @@ def _scan(
     # files one at a time from a shared queue, so all finish together. Each child sends
     # the ids of its deduplicated steps and their sums per summary group, then the steps
     # of the ids asked for: those another part has too (or all, to keep steps).
-    children = Workers(_scan_part, [(paths, taken, lo, hi)] * (count - 1))
+    try:
+        children = Workers(_scan_part, [(paths, taken, lo, hi)] * (count - 1))
+    except BaseException:
+        taken.close()
+        raise
     try:
         merged = _scan_files((paths[i] for i in taken), lo, hi, progress, grouped=not keep_steps)
         own = merged.steps
@@ -193,6 +197,7 @@ def _scan(
         parts = _collect(children, count - 1, own, keep_steps)
     finally:
         children.stop()
+        taken.close()
     _absorb(merged, own, parts, keep_steps)
     if progress is not None:
         progress(0)

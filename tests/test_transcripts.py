@@ -710,3 +710,30 @@ def test_workers_die_with_a_killed_exporter(tmp_path: Path) -> None:
     while any(_alive(w) for w in workers) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not any(_alive(w) for w in workers)
+
+
+def test_task_queue_hands_out_every_index_once_across_processes() -> None:
+    """Forked processes taking from one TaskQueue get each index exactly once, also when a
+    token stands for a run of indexes (more indexes than the pipe holds tokens)."""
+    import multiprocessing
+
+    from otel_claude.sources.coldscan import TaskQueue
+
+    for count in (0, 1, 7, 5_000, 40_000):
+        queue = TaskQueue(count)
+        context = multiprocessing.get_context("fork")
+        reader, writer = context.Pipe(duplex=False)
+
+        def take(q: TaskQueue = queue, w: Any = writer) -> None:
+            w.send(list(q))
+
+        children = [context.Process(target=take) for _ in range(2)]
+        for child in children:
+            child.start()
+        mine = list(queue)
+        got = [reader.recv() for _ in children]
+        for child in children:
+            child.join(10)
+        queue.close()
+        taken = mine + got[0] + got[1]
+        assert sorted(taken) == list(range(count)), count

@@ -471,8 +471,23 @@ def run_rounds(
     """Alternate the tools round by round, so that drift affects both alike.
 
     Each round is a time round (nothing else reads the tools' processes) followed by a
-    memory round (the tree's memory sampled every 20 ms).
+    memory round (the tree's memory sampled every 20 ms). First the history just written
+    is flushed to disk and each tool runs once unmeasured: neither should be timed while
+    the kernel writes 500 MB back, or load its own binary from disk.
     """
+    os.sync()
+    for tool in tools:
+        if rows[tool.name].error or deadline <= time.monotonic():
+            continue
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            subprocess.run(
+                tool.argv,
+                env=tool.env(),
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                timeout=max(1.0, deadline - time.monotonic()),
+                check=False,
+            )
     for _, sample in itertools.product(range(rounds), (False, True)):
         for tool in tools:
             row = rows[tool.name]

@@ -85,34 +85,20 @@ class StepRecord:
 
 
 def merge_steps(a: StepRecord, b: StepRecord) -> StepRecord:
-    """The one step two sightings of a message id make (DESIGN §3 rule 2).
-
-    The largest value of each field (streaming lines carry partial output counts), any
-    modifier either carries, the earliest timestamp; identity fields are ``a``'s.
-    """
-    ta, tb = a.timestamp, b.timestamp
-    return StepRecord(
-        a.message_id,
-        a.session_id,
-        a.model,
-        a.source,
-        a.input if a.input >= b.input else b.input,
-        a.output if a.output >= b.output else b.output,
-        a.cache_read if a.cache_read >= b.cache_read else b.cache_read,
-        a.cache_5m if a.cache_5m >= b.cache_5m else b.cache_5m,
-        a.cache_1h if a.cache_1h >= b.cache_1h else b.cache_1h,
-        a.web_search if a.web_search >= b.web_search else b.web_search,
-        a.batch or b.batch,
-        a.geo_us or b.geo_us,
-        a.fast or b.fast,
-        ta if tb is None or (ta is not None and ta <= tb) else tb,
-        a.project,
-    )
+    """The one step two sightings of a message id make (DESIGN §3 rule 2), as a new record;
+    the rule itself is ``merge_into``'s."""
+    merged = StepRecord(*a.row())
+    merge_into(merged, b)
+    return merged
 
 
 def merge_into(a: StepRecord, b: StepRecord) -> None:
-    """``merge_steps(a, b)`` stored in ``a`` itself, for a caller that owns ``a``: no new
-    record for each of the many streamed copies of a response in a history scan."""
+    """Merge sighting ``b`` of a message id into ``a`` (DESIGN §3 rule 2), in place.
+
+    The largest value of each field (streaming lines carry partial output counts), any
+    modifier either carries, the earliest timestamp; identity fields stay ``a``'s. Written
+    out field by field: a history scan calls it for every streamed copy of a response.
+    """
     if b.input > a.input:
         a.input = b.input
     if b.output > a.output:

@@ -40,9 +40,9 @@ Row = tuple[Any, ...]
 class History:
     """Deduplicated steps of a transcript history (one per message id) and what the scan saw.
 
-    Steps are kept one by one in ``steps``, or, for those a child process found and no other
-    part of the scan did, as sums per summary group in ``groups`` (see ``_absorb``): the
-    totals are the same, without rebuilding 15k records in this process.
+    A scan by one process keeps its steps one by one in ``steps``. A parallel scan keeps
+    them as sums per summary group in ``groups`` instead (see ``_absorb``): the totals are
+    the same, without sending 15k records from process to process.
     """
 
     steps: dict[str, StepRecord] = field(default_factory=dict)
@@ -147,8 +147,9 @@ def scan_history(
     With ``workers`` > 1 this process and ``workers - 1`` forked children take the files
     one at a time from a shared queue, concurrently. Every part deduplicates its own
     files and the parts are merged with the same rule (largest value of each field, earliest
-    timestamp), which is order-independent: the result does not depend on the split. A
-    child's steps that no other part saw arrive as group sums unless ``keep_steps``.
+    timestamp), which is order-independent: the result does not depend on the split.
+    Their steps then end up as group sums (``History.groups``), or one by one in
+    ``History.steps`` with ``keep_steps``.
     """
     if files is None:
         files = history_files(roots, since)
@@ -185,7 +186,7 @@ def _scan(
     # the ids of its deduplicated steps and their sums per summary group, then the steps
     # of the ids asked for: those another part has too (or all, to keep steps).
     try:
-        children = Workers(_scan_part, [(paths, taken, lo, hi)] * (count - 1))
+        children = Workers(_scan_part, [(paths, taken, lo, hi, not keep_steps)] * (count - 1))
     except BaseException:
         taken.close()
         raise
@@ -210,12 +211,12 @@ _Part = tuple[int, LineStats, dict[GroupKey, list[int]], list[Row]]
 
 
 def _scan_part(
-    share: tuple[list[Path], TaskQueue, float | None, float | None], channel: Connection
+    share: tuple[list[Path], TaskQueue, float | None, float | None, bool], channel: Connection
 ) -> None:
-    """A child's part: its files' deduplicated steps summed per group, sent with their ids;
-    then the rows (``StepRecord.row``) of the ids the parent asks for."""
-    paths, taken, lo, hi = share
-    history = _scan_files((paths[i] for i in taken), lo, hi, grouped=True)
+    """A child's part: its files' deduplicated steps summed per group (when ``grouped``),
+    sent with their ids; then the rows (``StepRecord.row``) of the ids the parent asks for."""
+    paths, taken, lo, hi, grouped = share
+    history = _scan_files((paths[i] for i in taken), lo, hi, grouped=grouped)
     steps = history.steps
     channel.send((history.files, history.stats, history.groups, list(steps)))
     wanted: list[str] = channel.recv()
@@ -342,7 +343,9 @@ def _scan_files(
             mid = record.message_id
             known = steps.get(mid)
             if known is None:
-                steps[mid] = fresh[mid] = record
+                steps[mid] = record
+                if grouped:
+                    fresh[mid] = record
             else:
                 if grouped and mid not in fresh and mid not in before:
                     before[mid] = known.row()

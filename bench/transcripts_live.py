@@ -32,6 +32,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.readiness import ReadyProbe  # noqa: E402
 from bench.rows import Row, compile_package, write_rows  # noqa: E402
 from tests.procs import free_port  # noqa: E402
 
@@ -74,16 +75,16 @@ def start(state: Path, config: Path, port: int) -> tuple[subprocess.Popen[bytes]
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    url = f"http://127.0.0.1:{port}/readyz"
-    while True:
-        try:
-            if httpx.get(url, timeout=1).status_code == 200:
+    probe = ReadyProbe(port)
+    try:
+        while True:
+            if probe.ready():
                 return proc, time.monotonic() - began
-        except httpx.HTTPError:
-            pass
-        if proc.poll() is not None or time.monotonic() - began > 120:
-            raise SystemExit("exporter did not become ready")
-        time.sleep(0.01)
+            if proc.poll() is not None or time.monotonic() - began > 120:
+                raise SystemExit("exporter did not become ready")
+            time.sleep(0.01)
+    finally:
+        probe.close()
 
 
 def tokens(port: int) -> float:

@@ -20,9 +20,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from otel_claude.ledger import TOKENS, Ledger
 from otel_claude.pricing import PriceTable
-from otel_claude.records import StepRecord
+from otel_claude.records import Rejected, StepRecord
+from otel_claude.sources.messages import Limits
 from otel_claude.sources.tailer import TranscriptTailer
-from otel_claude.sources.transcripts import projects_dirs
+from otel_claude.sources.transcripts import LineStats, parse_lines, projects_dirs
 from tests.procs import running_exporter
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -737,3 +738,29 @@ def test_task_queue_hands_out_every_index_once_across_processes() -> None:
         queue.close()
         taken = mine + got[0] + got[1]
         assert sorted(taken) == list(range(count)), count
+
+
+def test_user_lines_that_mention_usage_short_and_long() -> None:
+    """A user line never counts. One of up to 2 kB that mentions ``"usage"`` is decoded: valid
+    it is skipped, malformed it is rejected. A longer one is recognised from its head and
+    skipped unread, malformed or not; its over-long twin is skipped too, not rejected."""
+    short, long = (
+        json.dumps(
+            {"type": "user", "message": {"role": "user", "content": text}, "usage": {}},
+            separators=(",", ":"),
+        ).encode()
+        for text in ("hi", "x" * 4000)
+    )
+    assert len(short) < 2048 < len(long)
+    broken_short, broken_long = short[:-1] + b",}", long[:-1] + b",}"
+    data = b"\n".join([short, broken_short, long, broken_long, assistant("msg_1")]) + b"\n"
+
+    stats = LineStats()
+    records = parse_lines(data, stats)
+    assert [type(r) for r in records] == [Rejected, StepRecord]
+    assert (stats.lines, stats.skipped, stats.rejected) == (5, 3, {"invalid_json": 1})
+
+    tight = LineStats(limits=Limits(max_line_bytes=len(short) - 1))
+    records = parse_lines(data, tight)  # every line is over the limit; user lines: skipped
+    assert [type(r) for r in records] == [Rejected]  # the assistant line is too long
+    assert (tight.skipped, tight.rejected) == (4, {"line_too_long": 1})

@@ -85,34 +85,31 @@ def normalize_assistant_line(
 ) -> Normalized:
     """``normalize_line(line, source, limits)``, faster for a well-formed assistant line."""
     if len(line) <= limits.max_line_bytes:
-        try:
-            parsed: _Line | None = _DECODER.decode(line)
-        # ValidationError is a DecodeError; bad UTF-8 in a field read is a UnicodeDecodeError.
-        except (msgspec.DecodeError, ValueError, RecursionError):
-            parsed = None
-        # msgspec does not check the UTF-8 of strings it skips; orjson would refuse them.
-        if parsed is not None and (line.isascii() or _is_utf8(line)):
-            record = _record(parsed, source)
-            # Few brackets prove the line shallow; otherwise the careful path measures it.
-            if (
-                record is not None
-                and len(line.translate(None, _NOT_OPENING)) <= limits.max_json_depth
-            ):
-                return record
+        record = assistant_step(line, source, limits.max_json_depth)
+        if record is not None:
+            return record
     return normalize_line(line, source, limits)
 
 
-def _is_utf8(line: bytes) -> bool:
+def assistant_step(line: bytes, source: str, max_depth: int) -> StepRecord | None:
+    """The step of a well-formed assistant line, or None where ``normalize_line`` must decide.
+
+    The caller has checked the line's length. One function, its checks inlined: it runs
+    for every line of a history that carries usage (50k in 500 MB), where each call or
+    attribute read shows (about 1 µs a line less than the same checks in three functions).
+    """
     try:
-        line.decode()
-    except UnicodeDecodeError:
-        return False
-    return True
-
-
-def _record(parsed: _Line, source: str) -> StepRecord | None:
-    """The step of a decoded line, or None where ``normalize_line`` must decide."""
+        parsed = _DECODER.decode(line)
+    # ValidationError is a DecodeError; bad UTF-8 in a field read is a UnicodeDecodeError.
+    except (msgspec.DecodeError, ValueError, RecursionError):
+        return None
     if parsed.type != "assistant" or parsed.error or parsed.api_error is True:
+        return None
+    # msgspec does not check the UTF-8 of strings it skips; orjson would refuse them.
+    if not line.isascii() and not _is_utf8(line):
+        return None
+    # Few brackets prove the line shallow; otherwise the careful path measures it.
+    if len(line.translate(None, _NOT_OPENING)) > max_depth:
         return None
     message = parsed.message
     model = message.model
@@ -134,7 +131,7 @@ def _record(parsed: _Line, source: str) -> StepRecord | None:
             c5m = unsplit - c1h
     searches: Any = 0
     tools = usage.server_tool_use
-    if type(tools) is dict:
+    if tools is not None and type(tools) is dict:
         searches = tools.get("web_search_requests")
         searches = 0 if searches is None else searches
         if type(searches) is not int or not 0 <= searches <= MAX_COUNT:
@@ -142,8 +139,8 @@ def _record(parsed: _Line, source: str) -> StepRecord | None:
     session = parsed.session_id
     if session is None:
         session = parsed.session_id_camel
-    if session is None:
-        session = ""
+        if session is None:
+            session = ""
     if type(session) is not str or len(session) > MAX_ID_LENGTH:
         return None
     geo = usage.inference_geo
@@ -167,7 +164,15 @@ def _record(parsed: _Line, source: str) -> StepRecord | None:
         c1h,
         searches,
         usage.service_tier == "batch",
-        geo == "us" or (isinstance(geo, str) and geo.lower() == "us"),
+        geo is not None and (geo == "us" or (isinstance(geo, str) and geo.lower() == "us")),
         usage.speed == "fast",
         when,
     )
+
+
+def _is_utf8(line: bytes) -> bool:
+    try:
+        line.decode()
+    except UnicodeDecodeError:
+        return False
+    return True

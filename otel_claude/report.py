@@ -108,26 +108,26 @@ def add_to_groups(groups: dict[GroupKey, list[int]], rows: Iterable[Row], sign: 
 
 def history_files(
     roots: Iterable[Path], since: datetime | None = None, *, sizes: bool = True
-) -> list[tuple[int, Path]]:
+) -> list[tuple[int, str]]:
     """``(size, path)`` of every transcript below ``roots`` that may hold usage from ``since``.
 
     A file not modified since ``since`` only holds older lines and is left out unread.
     Without ``sizes`` (and ``since``) nothing is stat'ed and every size is -1: a third of
-    the listing's time (12 ms for 3,000 files) when no progress bar needs the total.
+    the listing's time (12 ms for 3,000 files) when no progress bar needs the total. Paths
+    are plain strings: ``Path`` objects took another 9 ms.
     """
     lo = since.timestamp() if since else None
-    files: list[tuple[int, Path]] = []
+    if not sizes and lo is None:
+        return [(-1, path) for path, _ in transcript_entries(list(roots))]
+    files: list[tuple[int, str]] = []
     for path, entry in transcript_entries(list(roots)):
-        if not sizes and lo is None:
-            files.append((-1, Path(path)))
-            continue
         try:
             st = entry.stat()
         except OSError:
             continue
         if lo is not None and st.st_mtime < lo:
             continue
-        files.append((st.st_size, Path(path)))
+        files.append((st.st_size, path))
     return files
 
 
@@ -138,7 +138,7 @@ def scan_history(
     until: datetime | None = None,
     workers: int = 1,
     progress: Callable[[int], None] | None = None,
-    files: list[tuple[int, Path]] | None = None,
+    files: list[tuple[int, str]] | None = None,
     parallel_bytes: int = PARALLEL_BYTES,
     keep_steps: bool = False,
 ) -> History:
@@ -158,7 +158,7 @@ def scan_history(
 
 
 def _scan(
-    files: list[tuple[int, Path]],
+    files: list[tuple[int, str]],
     since: datetime | None,
     until: datetime | None,
     workers: int,
@@ -211,7 +211,7 @@ _Part = tuple[int, LineStats, dict[GroupKey, list[int]], list[Row]]
 
 
 def _scan_part(
-    share: tuple[list[Path], TaskQueue, float | None, float | None, bool], channel: Connection
+    share: tuple[list[str], TaskQueue, float | None, float | None, bool], channel: Connection
 ) -> None:
     """A child's part: its files' deduplicated steps summed per group (when ``grouped``),
     sent with their ids; then the rows (``StepRecord.row``) of the ids the parent asks for."""
@@ -310,7 +310,7 @@ def _absorb(merged: History, own: dict[str, StepRecord], parts: list[_Part], kee
 
 
 def _scan_files(
-    paths: Iterable[Path],
+    paths: Iterable[str],
     lo: float | None,
     hi: float | None,
     progress: Callable[[int], None] | None = None,

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -366,6 +365,8 @@ def load_settings(
 def _read_file(
     path: Path, where: str, raw: dict[str, tuple[str, Any]], problems: list[Problem]
 ) -> None:
+    import tomllib  # here: most runs have no file, and every command pays for imports (4 ms)
+
     try:
         document = tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:

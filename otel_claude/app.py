@@ -19,6 +19,7 @@ from otel_claude.ledger import Ledger
 from otel_claude.pricing import load_price_table
 from otel_claude.sources.coldscan import scan_workers
 from otel_claude.sources.tailer import TranscriptTailer
+from otel_claude.sources.transcripts import transcript_limits
 
 # The exposition, Admin API and HTTP client modules are imported by ``build_app`` once a
 # cold transcript scan is under way: its workers parse during those 0.1 s of imports.
@@ -109,7 +110,7 @@ def build_app(
             project_allow=settings.project_allow,
             workers=scan_workers(),
         )
-        tailer.stats.limits = settings.ingest_limits
+        tailer.stats.limits = transcript_limits(settings.ingest_limits)
         tailer.start_cold_scan()
 
     from prometheus_client import CollectorRegistry, ProcessCollector

@@ -764,3 +764,26 @@ def test_user_lines_that_mention_usage_short_and_long() -> None:
     records = parse_lines(data, tight)  # every line is over the limit; user lines: skipped
     assert [type(r) for r in records] == [Rejected]  # the assistant line is too long
     assert (tight.skipped, tight.rejected) == (4, {"line_too_long": 1})
+
+
+def test_transcript_lines_are_held_to_the_parser_depth_only() -> None:
+    """``ingest.max_json_depth`` bounds network input; a transcript line nested 70 levels
+    deep still counts, while one beyond the parser's own 1024 levels is rejected."""
+    doc = json.loads(assistant("msg_deep", out=7))
+    node = doc["message"]["content"][0]
+    for _ in range(70):
+        node["x"] = {}
+        node = node["x"]
+    deep = json.dumps(doc, separators=(",", ":")).encode()
+    stats = LineStats()
+    (record,) = parse_lines(deep + b"\n", stats)
+    assert isinstance(record, StepRecord) and record.output == 7
+
+    ingest = LineStats(limits=Limits())  # the ingest default: 64 levels
+    (record,) = parse_lines(deep + b"\n", ingest)
+    assert isinstance(record, Rejected) and record.reason == "too_deep"
+
+    # 1,100 levels more: more than the parser takes (spliced in: json.dumps would recurse)
+    deeper = deep.replace(b'"x":{}', b'"x":' + b'{"x":' * 1100 + b"{}" + b"}" * 1100, 1)
+    (record,) = parse_lines(deeper + b"\n", LineStats())
+    assert isinstance(record, Rejected) and record.reason == "too_deep"

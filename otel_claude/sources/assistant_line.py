@@ -108,8 +108,9 @@ def assistant_step(line: bytes, source: str, max_depth: int) -> StepRecord | Non
     # msgspec does not check the UTF-8 of strings it skips; orjson would refuse them.
     if not line.isascii() and not _is_utf8(line):
         return None
-    # Few brackets prove the line shallow; otherwise the careful path measures it.
-    if len(line.translate(None, _NOT_OPENING)) > max_depth:
+    # Each level takes two bytes, so a short line is shallow enough; so is one with few
+    # brackets. Otherwise the careful path measures it.
+    if len(line) > 2 * max_depth + 1 and len(line.translate(None, _NOT_OPENING)) > max_depth:
         return None
     message = parsed.message
     model = message.model

@@ -50,6 +50,8 @@ _MAX_NUMBER_TEXT = 64
 
 DEFAULT_MAX_LINE_BYTES = 4 << 20
 DEFAULT_MAX_JSON_DEPTH = 64
+#: Nesting the JSON parser itself refuses beyond (orjson), whatever the limits say.
+PARSER_MAX_DEPTH = 1024
 DEFAULT_MAX_BATCH_MESSAGES = 100_000
 
 #: Every ``Rejected.reason`` this package produces: the values of the ``reason`` label.

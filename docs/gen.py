@@ -231,7 +231,8 @@ def _settings_list() -> tuple[Setting, ...]:
             "integer ≥ 1",
             "Deepest nesting of one message (an object is depth 1); a deeper message is "
             "rejected as `too_deep`. Anything deeper than 1024 is always rejected (the JSON "
-            "parser's own limit).",
+            "parser's own limit). Transcript lines, files Claude Code wrote on this machine, "
+            "are held to that 1024 only.",
             env=("OTEL_CLAUDE_INGEST_MAX_JSON_DEPTH",),
             example=16,
             minimum=1,

@@ -58,52 +58,45 @@ class History:
         return len(self.steps) + sum(sums[6] for sums in self.groups.values())
 
 
-def add_to_groups(groups: dict[GroupKey, list[int]], rows: Iterable[Row], sign: int = 1) -> None:
-    """Add (``sign`` -1: take away) steps given as rows to the sums per summary group."""
-    for (
-        _mid,
-        _session,
-        model,
-        _source,
-        inp,
-        out,
-        read,
-        c5m,
-        c1h,
-        web,
-        batch,
-        geo,
-        fast,
-        ts,
-        _,
-    ) in rows:
+def add_to_groups(
+    groups: dict[GroupKey, list[int]], steps: Iterable[StepRecord], sign: int = 1
+) -> None:
+    """Add (``sign`` -1: take away) steps to the sums per summary group.
+
+    Fields read straight from the records, and adding and taking away written out
+    separately: this runs for every step of a history, where building a row tuple and
+    multiplying each value by the sign took twice the time (0.05 s of 30k steps).
+    """
+    for step in steps:
+        inp, read, c5m, c1h = step.input, step.cache_read, step.cache_5m, step.cache_1h
+        ts = step.timestamp
         key = (
-            model,
-            batch,
-            geo,
-            fast,
+            step.model,
+            step.batch,
+            step.geo_us,
+            step.fast,
             inp + read + c5m + c1h > LONG_CONTEXT_THRESHOLD,
             None if ts is None else int(ts // 86400),
         )
         sums = groups.get(key)
         if sums is None:
-            groups[key] = [
-                sign * inp,
-                sign * out,
-                sign * read,
-                sign * c5m,
-                sign * c1h,
-                sign * web,
-                sign,
-            ]
+            sums = groups[key] = [0, 0, 0, 0, 0, 0, 0]
+        if sign > 0:
+            sums[0] += inp
+            sums[1] += step.output
+            sums[2] += read
+            sums[3] += c5m
+            sums[4] += c1h
+            sums[5] += step.web_search
+            sums[6] += 1
         else:
-            sums[0] += sign * inp
-            sums[1] += sign * out
-            sums[2] += sign * read
-            sums[3] += sign * c5m
-            sums[4] += sign * c1h
-            sums[5] += sign * web
-            sums[6] += sign
+            sums[0] -= inp
+            sums[1] -= step.output
+            sums[2] -= read
+            sums[3] -= c5m
+            sums[4] -= c1h
+            sums[5] -= step.web_search
+            sums[6] -= 1
 
 
 def history_files(
@@ -288,7 +281,7 @@ def _absorb(merged: History, own: dict[str, StepRecord], parts: list[_Part], kee
     for files_seen, stats, groups, rows in parts:
         merged.files += files_seen
         merged.stats.add(stats)
-        add_to_groups(groups, rows, -1)  # counted once below, merged
+        add_to_groups(groups, (StepRecord(*row) for row in rows), -1)  # merged below
         for key, sums in groups.items():
             into = total.get(key)
             if into is None:
@@ -303,10 +296,10 @@ def _absorb(merged: History, own: dict[str, StepRecord], parts: list[_Part], kee
     for mid, step in shared.items():
         known = own.get(mid)
         if known is not None:
-            add_to_groups(total, [known.row()], -1)
+            add_to_groups(total, [known], -1)
             step = merge_steps(known, step)
         own[mid] = step
-        add_to_groups(total, [step.row()])
+        add_to_groups(total, [step])
 
 
 def _scan_files(
@@ -333,7 +326,7 @@ def _scan_files(
         if progress is not None:
             progress(len(data))
         fresh: dict[str, StepRecord] = {}  # first seen in this file
-        before: dict[str, Row] = {}  # seen in an earlier file: its value then
+        before: dict[str, StepRecord] = {}  # seen in an earlier file: a copy of it then
         for record in parse_lines(data, stats):
             if type(record) is not StepRecord:
                 continue
@@ -348,15 +341,15 @@ def _scan_files(
                     fresh[mid] = record
             else:
                 if grouped and mid not in fresh and mid not in before:
-                    before[mid] = known.row()
+                    before[mid] = StepRecord(*known.row())
                 merge_into(known, record)  # the records are this scan's own
         if grouped:
             # Summed file by file, while the other processes still parse: at the end of
             # the scan nothing is left to sum (12 ms of 15k steps in the serial tail).
-            add_to_groups(groups, (step.row() for step in fresh.values()))
+            add_to_groups(groups, fresh.values())
             if before:
                 add_to_groups(groups, before.values(), -1)
-                add_to_groups(groups, (steps[mid].row() for mid in before))
+                add_to_groups(groups, (steps[mid] for mid in before))
     return history
 
 
@@ -378,7 +371,7 @@ def summarize(history: History, prices: PriceTable, *, by: str = "day") -> dict[
     # Steps are first summed per (model, modifiers, day): prices are integer picodollars
     # per token, so pricing the sums is exact, and it halves the work on 30k steps.
     groups = {key: list(sums) for key, sums in history.groups.items()}
-    add_to_groups(groups, (step.row() for step in history.steps.values()))
+    add_to_groups(groups, history.steps.values())
     for (model, batch, geo_us, fast, long_context, day), v in groups.items():
         if not v[6]:
             continue  # every step of the group moved to another one when parts were merged

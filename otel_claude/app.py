@@ -17,7 +17,7 @@ from otel_claude.config import Settings
 from otel_claude.health import SourceHealth
 from otel_claude.ledger import Ledger
 from otel_claude.pricing import load_price_table
-from otel_claude.sources.coldscan import scan_workers
+from otel_claude.sources.coldscan import ParseJob, scan_workers
 from otel_claude.sources.tailer import TranscriptTailer
 from otel_claude.sources.transcripts import transcript_limits
 
@@ -88,11 +88,13 @@ def build_app(
     clock: Callable[[], float] = time.time,
     transport: httpx.BaseTransport | None = None,
     sleep: Callable[[float], None] = time.sleep,
+    cold_scan: ParseJob | None = None,
 ) -> App:
     """Open the ledger, create the sources and both renderers.
 
     A large cold transcript scan is started first, while this process has no other
-    thread to fork with (``TranscriptTailer.start_cold_scan``).
+    thread to fork with (``TranscriptTailer.start_cold_scan``), unless the caller started
+    it already (``cold_scan``: ``serve`` does on a first start).
     """
     ledger = open_ledger(settings, clock=clock)
     health = SourceHealth()
@@ -111,7 +113,9 @@ def build_app(
             workers=scan_workers(),
         )
         tailer.stats.limits = transcript_limits(settings.ingest_limits)
-        tailer.start_cold_scan()
+        tailer.start_cold_scan(cold_scan)
+    elif cold_scan is not None:
+        cold_scan.stop()
 
     from prometheus_client import CollectorRegistry, ProcessCollector
 

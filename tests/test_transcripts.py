@@ -654,6 +654,57 @@ def test_cold_scan_started_early_is_committed_by_the_first_scan(
     assert not multiprocessing.active_children()
 
 
+def test_first_start_forks_before_the_ledger_exists(
+    make_ledger: Callable[..., Ledger], tmp_path: Path
+) -> None:
+    """On a first start ``serve`` starts the workers before it opens the ledger: the tailer
+    takes that job over and commits it once. With a ledger already there nothing starts
+    early, and a tailer that has positions stops a job it is handed instead of using it."""
+    import multiprocessing
+
+    from otel_claude.cli import _start_first_scan
+    from otel_claude.config import load_settings
+    from otel_claude.sources.coldscan import plan_parse
+    from otel_claude.sources.transcripts import SOURCE, transcript_entries, transcript_limits
+
+    proj = project(tmp_path)
+    for f in range(6):
+        (proj / f"s{f}.jsonl").write_bytes(assistant(f"m{f}", out=f + 1) + b"\n")
+    env = {"CLAUDE_CONFIG_DIR": str(tmp_path), "OTEL_CLAUDE_STATE_DIR": str(tmp_path / "state")}
+    settings = load_settings(env=env)
+    assert not settings.ledger_path.exists()
+    roots = settings.transcript_roots
+    # 6 small files are below the size worth forking for: nothing starts
+    assert _start_first_scan(settings) is None
+    job = plan_parse(
+        transcript_entries(roots), lambda *_: 0, transcript_limits(), SOURCE, 2, parallel_bytes=0
+    )
+    assert job is not None and {t.offset for t in job.tasks} == {0}
+    ledger = make_ledger()
+    tailer = TranscriptTailer(ledger, [tmp_path / "projects"], workers=2, parallel_bytes=0)
+    assert tailer.start_cold_scan(job.start())
+    tailer.scan()
+    assert tokens(ledger)[("claude-sonnet-4-5", "output")] == 21
+    assert not multiprocessing.active_children()
+
+    # Positions known: a job planned from offset 0 would count the files again.
+    again = plan_parse(
+        transcript_entries(roots), lambda *_: 0, transcript_limits(), SOURCE, 2, parallel_bytes=0
+    )
+    assert again is not None
+    restarted = TranscriptTailer(ledger, [tmp_path / "projects"], workers=2, parallel_bytes=0)
+    assert not restarted.start_cold_scan(again.start())
+    restarted.scan()
+    assert tokens(ledger)[("claude-sonnet-4-5", "output")] == 21
+    deadline = time.monotonic() + 10
+    while multiprocessing.active_children() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not multiprocessing.active_children()
+    settings.ledger_path.parent.mkdir(parents=True, exist_ok=True)
+    settings.ledger_path.touch()
+    assert _start_first_scan(settings) is None  # a ledger exists: build_app plans instead
+
+
 ORPHAN = """
 import sys, time
 sys.path.insert(0, {root!r})

@@ -26,10 +26,10 @@ import queue
 import signal
 import sys
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from otel_claude.errors import WorkerError
 from otel_claude.records import Normalized, StepRecord, coalesce
@@ -82,11 +82,11 @@ def paused_gc() -> Iterator[None]:
             gc.enable()
 
 
-@dataclass(frozen=True)
-class FileTask:
+class FileTask(NamedTuple):
     """Read ``path`` from ``offset`` if it still has inode ``inode`` (else from the start).
 
     ``size`` is the number of unread bytes expected, used only to share files out evenly.
+    A named tuple: a frozen dataclass took 4 ms to build 3,000 before the workers start.
     """
 
     key: str
@@ -318,6 +318,33 @@ class ParseJob:
         if self._workers is not None:
             self._workers.stop()
             self._workers = None
+
+
+def plan_parse(
+    files: Iterable[tuple[str, os.DirEntry[str] | None]],
+    offset: Callable[[str, int, int], int],
+    limits: Limits,
+    source: str,
+    workers: int,
+    parallel_bytes: int = PARALLEL_BYTES,
+) -> ParseJob | None:
+    """A parse job for ``(path, directory entry or None)`` from ``offset(path, inode,
+    size)`` on, or None when fewer than ``parallel_bytes`` are unread (forking would cost
+    more than it saves)."""
+    tasks: list[FileTask] = []
+    unread = 0
+    for key, entry in files:
+        try:
+            st = os.stat(key) if entry is None else entry.stat()
+        except OSError:
+            continue
+        start = offset(key, st.st_ino, st.st_size)
+        if st.st_size > start:
+            tasks.append(FileTask(key, key, st.st_ino, start, st.st_size - start))
+            unread += st.st_size - start
+    if workers < 2 or not tasks or unread < parallel_bytes:
+        return None
+    return ParseJob(tasks, limits, source, workers)
 
 
 def parse_files(

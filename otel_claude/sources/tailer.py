@@ -28,9 +28,9 @@ from otel_claude.records import Normalized, StepRecord, coalesce
 from otel_claude.sources.coldscan import (
     PARALLEL_BYTES,
     FileResult,
-    FileTask,
     ParseJob,
     paused_gc,
+    plan_parse,
 )
 from otel_claude.sources.transcripts import (
     SOURCE,
@@ -146,13 +146,19 @@ class TranscriptTailer:
                 for k in gone:
                     del self._positions[k]
 
-    def start_cold_scan(self) -> bool:
+    def start_cold_scan(self, started: ParseJob | None = None) -> bool:
         """Start parsing every transcript with much unread data in worker processes now.
 
         ``serve`` calls this before it imports and builds everything else (and before it
         has any other thread): the workers parse while it starts, and the first ``scan``
-        commits what they found. Returns whether workers were started.
+        commits what they found. ``started``: a job that ``serve`` started before this
+        ledger existed (``plan_parse`` from offset 0; a new ledger has no positions).
+        Returns whether workers were started.
         """
+        if started is not None and self._early is None and not self._positions:
+            self._early = started
+        elif started is not None:
+            started.stop()
         if self._workers > 1 and self._early is None:
             # Straight from the directory entries: no Path objects and one stat per file
             # (40 ms less before the workers start, for 3,000 files).
@@ -182,23 +188,17 @@ class TranscriptTailer:
     ) -> ParseJob | None:
         """A parse job for the unread parts of ``(path, directory entry or None)``, or None
         below ``parallel_bytes``."""
-        tasks: list[FileTask] = []
-        unread = 0
-        for key, entry in files:
-            try:
-                st = os.stat(key) if entry is None else entry.stat()
-            except OSError:
-                continue
-            pos = self._positions.get(key)
-            offset = 0
-            if pos is not None and pos.inode == st.st_ino and pos.offset <= st.st_size:
-                offset = pos.offset
-            if st.st_size > offset:
-                tasks.append(FileTask(key, key, st.st_ino, offset, st.st_size - offset))
-                unread += st.st_size - offset
-        if unread < self._parallel_bytes:
-            return None
-        return ParseJob(tasks, self.stats.limits, SOURCE, self._workers)
+        positions = self._positions
+
+        def offset(key: str, inode: int, size: int) -> int:
+            pos = positions.get(key)
+            if pos is not None and pos.inode == inode and pos.offset <= size:
+                return pos.offset
+            return 0
+
+        return plan_parse(
+            files, offset, self.stats.limits, SOURCE, self._workers, self._parallel_bytes
+        )
 
     def close(self) -> None:
         """Stop workers of a cold scan that was started but never read."""

@@ -186,6 +186,11 @@ def all_passed(rows: Sequence[Row]) -> bool:
     return bool(rows) and all(row.passed is True for row in rows)
 
 
+def _ratio(value: float) -> str:
+    """Three decimals: a ratio is checked against a target, and 1.003× is not 1.00×."""
+    return f"{value:.3f}{TIMES}"
+
+
 def render_table(rows: Sequence[Row]) -> str:
     """The markdown table, then the rows' notes as a list."""
     out = [
@@ -193,7 +198,7 @@ def render_table(rows: Sequence[Row]) -> str:
         "|---|---:|---:|---:|---|---|",
     ]
     for row in rows:
-        ratio = "—" if row.ratio is None else f"{row.ratio:.2f}{TIMES}"
+        ratio = "—" if row.ratio is None else _ratio(row.ratio)
         out.append(
             f"| {_cell(row.workload)} | {_cell(row.ours)} | {_cell(row.peer or '—')} | {ratio} "
             f"| {_cell(row.target)} | {result_word(row)} |"

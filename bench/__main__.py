@@ -187,7 +187,7 @@ def all_passed(rows: Sequence[Row]) -> bool:
 
 
 def _ratio(value: float) -> str:
-    """Three decimals: a ratio is checked against a target, and 1.003× is not 1.00×."""
+    """Three decimals: a ratio is checked against a target, and 1.003x is not 1.00x."""
     return f"{value:.3f}{TIMES}"
 
 

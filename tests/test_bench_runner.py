@@ -36,7 +36,7 @@ def test_table_has_every_row_with_its_result_and_notes() -> None:
     lines = table.splitlines()
     assert lines[0] == "| workload | otel-claude | peer | ratio | target | result |"
     assert lines[2] == (
-        "| report --json, 500 MB history: wall time | 0.41 s | 0.82 s | 0.50\u00d7 "
+        "| report --json, 500 MB history: wall time | 0.41 s | 0.82 s | 0.500\u00d7 "
         "| ≤ 0.6\u00d7 peer | pass |"
     )
     assert lines[3] == "| warm restart \\| pipes | 0.70 s | — | — | < 0.5 s | **FAIL** |"

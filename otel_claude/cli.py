@@ -241,7 +241,7 @@ def _start_first_scan(settings: Settings) -> ParseJob | None:
     """On a first start (no ledger yet), start the cold transcript scan's workers now.
 
     A new ledger holds no positions, so the files to parse are known before it is opened
-    and before the rest of the exporter is imported: the workers start 25 ms earlier than
+    and before the rest of the exporter is imported: the workers start 12 ms earlier than
     from ``build_app``, which takes the job over. None when there is nothing to do.
     """
     if not settings.transcripts_enabled or settings.ledger_path.exists():

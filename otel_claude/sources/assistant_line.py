@@ -132,7 +132,7 @@ def assistant_step(line: bytes, source: str, max_depth: int) -> StepRecord | Non
             c5m = unsplit - c1h
     searches: Any = 0
     tools = usage.server_tool_use
-    if tools is not None and type(tools) is dict:
+    if type(tools) is dict:
         searches = tools.get("web_search_requests")
         searches = 0 if searches is None else searches
         if type(searches) is not int or not 0 <= searches <= MAX_COUNT:

@@ -589,6 +589,7 @@ def _report(settings: Settings, args: argparse.Namespace) -> int:
         return _report_state(settings, args)
     from otel_claude.report import history_files, render_table, scan_history, summarize
     from otel_claude.sources.coldscan import scan_workers
+    from otel_claude.sources.transcripts import transcript_limits
     from otel_claude.timeutil import parse_day_or_time
 
     try:
@@ -615,6 +616,8 @@ def _report(settings: Settings, args: argparse.Namespace) -> int:
         workers=scan_workers() if args.workers is None else max(1, args.workers),
         progress=lambda n: bar.step("scanning transcripts", n),
         files=files,
+        limits=transcript_limits(settings.ingest_limits),  # as serve reads transcripts
+        long_context_tokens=prices.long_context_threshold_tokens,
     )
     bar.finish()
     summary = summarize(history, prices, by=args.by)

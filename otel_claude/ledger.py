@@ -56,7 +56,6 @@ from otel_claude.records import (
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 2
-LONG_CONTEXT_THRESHOLD = 200_000
 OTHER_MODEL = "other"
 UNKNOWN_MODEL = "unknown"
 
@@ -1065,6 +1064,7 @@ class Ledger:
         seqs: dict[str, int] = {}
         inserts = []
         eligible_model = self._prices.long_context_eligible
+        threshold = self._prices.long_context_threshold_tokens
         for step in steps:
             session = step.session_id
             seq = seqs.get(session)
@@ -1084,7 +1084,7 @@ class Ledger:
             )
             inp, read, c5m, c1h = step.input, step.cache_read, step.cache_5m, step.cache_1h
             values = (inp, step.output, read, c5m, c1h, step.web_search)
-            long_context = inp + read + c5m + c1h > LONG_CONTEXT_THRESHOLD and eligible_model(model)
+            long_context = inp + read + c5m + c1h > threshold and eligible_model(model)
             key = (session, model, step.source, step.project, mods, long_context)
             group = collected.get(key)
             if group is None:
@@ -1267,9 +1267,10 @@ class Ledger:
 
     def _long_context(self, row: _StepRow) -> bool:
         f = row.fields
-        return f[0] + f[2] + f[3] + f[
-            4
-        ] > LONG_CONTEXT_THRESHOLD and self._prices.long_context_eligible(row.model)
+        input_side = f[0] + f[2] + f[3] + f[4]
+        return input_side > self._prices.long_context_threshold_tokens and (
+            self._prices.long_context_eligible(row.model)
+        )
 
     def _apply_result(
         self,

@@ -19,12 +19,18 @@ from typing import TYPE_CHECKING, Any
 from otel_claude.pricing import Modifiers, PriceTable
 from otel_claude.records import TOKEN_TYPES, StepRecord, merge_into, merge_steps
 from otel_claude.sources.coldscan import PARALLEL_BYTES, TaskQueue, Workers, paused_gc
-from otel_claude.sources.transcripts import LineStats, parse_lines, read_file, transcript_entries
+from otel_claude.sources.messages import Limits
+from otel_claude.sources.transcripts import (
+    TRANSCRIPT_LIMITS,
+    LineStats,
+    parse_lines,
+    read_file,
+    transcript_entries,
+)
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
 
-LONG_CONTEXT_THRESHOLD = 200_000
 #: Without file sizes, a history of fewer files than this is scanned by this process alone.
 PARALLEL_FILES = 64
 
@@ -34,6 +40,19 @@ PARALLEL_FILES = 64
 GroupKey = tuple[str, bool, bool, bool, bool, int | None]
 #: A step as a plain tuple (``StepRecord.row``), as worker processes send them.
 Row = tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class ScanRules:
+    """What a scan applies to every line, in every process: the time window (epoch
+    seconds, either end open), the line limits (``transcript_limits`` of the settings, as
+    ``serve`` applies them) and the input-side tokens above which a step is priced as long
+    context (the price table's ``long_context_threshold_tokens``)."""
+
+    lo: float | None = None
+    hi: float | None = None
+    limits: Limits = TRANSCRIPT_LIMITS
+    long_context_tokens: int = PriceTable.long_context_threshold_tokens
 
 
 @dataclass
@@ -51,6 +70,8 @@ class History:
     #: Sums of the steps not in ``steps``: input, output, cache read, 5m and 1h cache
     #: writes, web searches, number of steps.
     groups: dict[GroupKey, list[int]] = field(default_factory=dict)
+    #: The long-context threshold the ``groups`` keys were made with.
+    long_context_tokens: int = PriceTable.long_context_threshold_tokens
 
     @property
     def step_count(self) -> int:
@@ -59,9 +80,13 @@ class History:
 
 
 def add_to_groups(
-    groups: dict[GroupKey, list[int]], steps: Iterable[StepRecord], sign: int = 1
+    groups: dict[GroupKey, list[int]],
+    steps: Iterable[StepRecord],
+    long_context_tokens: int,
+    sign: int = 1,
 ) -> None:
-    """Add (``sign`` -1: take away) steps to the sums per summary group.
+    """Add (``sign`` -1: take away) steps to the sums per summary group; a step whose
+    input side is above ``long_context_tokens`` goes to a long-context group.
 
     Fields read straight from the records, and adding and taking away written out
     separately: this runs for every step of a history, where building a row tuple and
@@ -75,7 +100,7 @@ def add_to_groups(
             step.batch,
             step.geo_us,
             step.fast,
-            inp + read + c5m + c1h > LONG_CONTEXT_THRESHOLD,
+            inp + read + c5m + c1h > long_context_tokens,
             None if ts is None else int(ts // 86400),
         )
         sums = groups.get(key)
@@ -134,6 +159,8 @@ def scan_history(
     files: list[tuple[int, str]] | None = None,
     parallel_bytes: int = PARALLEL_BYTES,
     keep_steps: bool = False,
+    limits: Limits = TRANSCRIPT_LIMITS,
+    long_context_tokens: int = PriceTable.long_context_threshold_tokens,
 ) -> History:
     """Read every transcript below ``roots`` (or the given ``files``) once, one step per id.
 
@@ -142,25 +169,29 @@ def scan_history(
     files and the parts are merged with the same rule (largest value of each field, earliest
     timestamp), which is order-independent: the result does not depend on the split.
     Their steps then end up as group sums (``History.groups``), or one by one in
-    ``History.steps`` with ``keep_steps``.
+    ``History.steps`` with ``keep_steps``. ``limits`` and ``long_context_tokens``: see
+    ``ScanRules``; ``summarize`` needs the price table with that threshold.
     """
     if files is None:
         files = history_files(roots, since)
+    rules = ScanRules(
+        since.timestamp() if since else None,
+        until.timestamp() if until else None,
+        limits,
+        long_context_tokens,
+    )
     with paused_gc():
-        return _scan(files, since, until, workers, progress, parallel_bytes, keep_steps)
+        return _scan(files, rules, workers, progress, parallel_bytes, keep_steps)
 
 
 def _scan(
     files: list[tuple[int, str]],
-    since: datetime | None,
-    until: datetime | None,
+    rules: ScanRules,
     workers: int,
     progress: Callable[[int], None] | None,
     parallel_bytes: int,
     keep_steps: bool,
 ) -> History:
-    lo = since.timestamp() if since else None
-    hi = until.timestamp() if until else None
     count = max(1, min(workers, len(files)))
     sized = all(size >= 0 for size, _ in files)
     if (
@@ -168,7 +199,7 @@ def _scan(
         or (sized and sum(size for size, _ in files) < parallel_bytes)
         or (not sized and len(files) < PARALLEL_FILES and parallel_bytes > 0)
     ):
-        return _scan_files([p for _, p in files], lo, hi, progress)
+        return _scan_files([p for _, p in files], rules, progress)
     # Large ones first: one taken last would finish last. Sizes not known: as listed.
     paths = (
         [path for _, path in sorted(files, key=lambda f: -f[0])] if sized else [p for _, p in files]
@@ -179,12 +210,12 @@ def _scan(
     # the ids of its deduplicated steps and their sums per summary group, then the steps
     # of the ids asked for: those another part has too (or all, to keep steps).
     try:
-        children = Workers(_scan_part, [(paths, taken, lo, hi, not keep_steps)] * (count - 1))
+        children = Workers(_scan_part, [(paths, taken, rules, not keep_steps)] * (count - 1))
     except BaseException:
         taken.close()
         raise
     try:
-        merged = _scan_files((paths[i] for i in taken), lo, hi, progress, grouped=not keep_steps)
+        merged = _scan_files((paths[i] for i in taken), rules, progress, grouped=not keep_steps)
         own = merged.steps
         if not keep_steps:
             merged.steps = {}  # every one of them is in merged.groups
@@ -203,13 +234,11 @@ def _scan(
 _Part = tuple[int, LineStats, dict[GroupKey, list[int]], list[Row]]
 
 
-def _scan_part(
-    share: tuple[list[str], TaskQueue, float | None, float | None, bool], channel: Connection
-) -> None:
+def _scan_part(share: tuple[list[str], TaskQueue, ScanRules, bool], channel: Connection) -> None:
     """A child's part: its files' deduplicated steps summed per group (when ``grouped``),
     sent with their ids; then the rows (``StepRecord.row``) of the ids the parent asks for."""
-    paths, taken, lo, hi, grouped = share
-    history = _scan_files((paths[i] for i in taken), lo, hi, grouped=grouped)
+    paths, taken, rules, grouped = share
+    history = _scan_files((paths[i] for i in taken), rules, grouped=grouped)
     steps = history.steps
     channel.send((history.files, history.stats, history.groups, list(steps)))
     wanted: list[str] = channel.recv()
@@ -277,11 +306,12 @@ def _absorb(merged: History, own: dict[str, StepRecord], parts: list[_Part], kee
                 own[step.message_id] = step if known is None else merge_steps(known, step)
         return
     total = merged.groups
+    threshold = merged.long_context_tokens
     shared: dict[str, StepRecord] = {}
     for files_seen, stats, groups, rows in parts:
         merged.files += files_seen
         merged.stats.add(stats)
-        add_to_groups(groups, (StepRecord(*row) for row in rows), -1)  # merged below
+        add_to_groups(groups, (StepRecord(*row) for row in rows), threshold, -1)  # merged below
         for key, sums in groups.items():
             into = total.get(key)
             if into is None:
@@ -296,16 +326,15 @@ def _absorb(merged: History, own: dict[str, StepRecord], parts: list[_Part], kee
     for mid, step in shared.items():
         known = own.get(mid)
         if known is not None:
-            add_to_groups(total, [known], -1)
+            add_to_groups(total, [known], threshold, -1)
             step = merge_steps(known, step)
         own[mid] = step
-        add_to_groups(total, [step])
+        add_to_groups(total, [step], threshold)
 
 
 def _scan_files(
     paths: Iterable[str],
-    lo: float | None,
-    hi: float | None,
+    rules: ScanRules,
     progress: Callable[[int], None] | None = None,
     *,
     grouped: bool = False,
@@ -313,10 +342,13 @@ def _scan_files(
     """Every step of ``paths``, deduplicated. With ``grouped`` they are also summed per
     summary group as the files are read: ``groups`` then counts the very steps in
     ``steps`` (a part of a parallel scan, for ``_absorb``; not a History to summarize)."""
-    history = History()
+    history = History(
+        stats=LineStats(limits=rules.limits), long_context_tokens=rules.long_context_tokens
+    )
     steps = history.steps
     stats = history.stats
     groups = history.groups
+    lo, hi, threshold = rules.lo, rules.hi, rules.long_context_tokens
     for path in paths:
         try:
             data = read_file(path)[2]
@@ -346,10 +378,10 @@ def _scan_files(
         if grouped:
             # Summed file by file, while the other processes still parse: at the end of
             # the scan nothing is left to sum (12 ms of 15k steps in the serial tail).
-            add_to_groups(groups, fresh.values())
+            add_to_groups(groups, fresh.values(), threshold)
             if before:
-                add_to_groups(groups, before.values(), -1)
-                add_to_groups(groups, (steps[mid] for mid in before))
+                add_to_groups(groups, before.values(), threshold, -1)
+                add_to_groups(groups, (steps[mid] for mid in before), threshold)
     return history
 
 
@@ -358,7 +390,15 @@ def _empty() -> dict[str, Any]:
 
 
 def summarize(history: History, prices: PriceTable, *, by: str = "day") -> dict[str, Any]:
-    """Totals per model, per period (day or month, UTC) and overall; cost in USD."""
+    """Totals per model, per period (day or month, UTC) and overall; cost in USD.
+
+    ``prices`` must have the long-context threshold the history was scanned with.
+    """
+    if history.groups and history.long_context_tokens != prices.long_context_threshold_tokens:
+        raise ValueError(
+            f"history scanned with a long-context threshold of {history.long_context_tokens} "
+            f"tokens, prices have {prices.long_context_threshold_tokens}"
+        )
     models: defaultdict[str, dict[str, Any]] = defaultdict(_empty)
     periods: defaultdict[str, defaultdict[str, dict[str, Any]]] = defaultdict(
         lambda: defaultdict(_empty)
@@ -371,7 +411,7 @@ def summarize(history: History, prices: PriceTable, *, by: str = "day") -> dict[
     # Steps are first summed per (model, modifiers, day): prices are integer picodollars
     # per token, so pricing the sums is exact, and it halves the work on 30k steps.
     groups = {key: list(sums) for key, sums in history.groups.items()}
-    add_to_groups(groups, history.steps.values())
+    add_to_groups(groups, history.steps.values(), prices.long_context_threshold_tokens)
     for (model, batch, geo_us, fast, long_context, day), v in groups.items():
         if not v[6]:
             continue  # every step of the group moved to another one when parts were merged

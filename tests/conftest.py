@@ -33,7 +33,8 @@ def make_ledger(tmp_path: Path, prices: PriceTable) -> Iterator[Callable[..., Le
     opened: list[Ledger] = []
 
     def make(name: str = "ledger.sqlite3", **kwargs: object) -> Ledger:
-        ledger = Ledger(tmp_path / name, prices=prices, **kwargs)  # type: ignore[arg-type]
+        kwargs.setdefault("prices", prices)
+        ledger = Ledger(tmp_path / name, **kwargs)  # type: ignore[arg-type]
         opened.append(ledger)
         return ledger
 

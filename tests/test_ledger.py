@@ -26,6 +26,7 @@ from otel_claude.ledger import (
     WEB_SEARCH,
     Ledger,
 )
+from otel_claude.pricing import PriceTable
 from otel_claude.records import ModelTotals, ResultRecord, StepRecord
 from otel_claude.sources.ingest import iter_lines
 from tests.streams import Truth, generate
@@ -492,3 +493,30 @@ def test_call_state_beyond_64_bits_is_stored_exactly(make_ledger: Callable[..., 
     again = make_ledger()
     again.apply([step("d", output=1)], source="sdk")
     assert _tokens(again)[("claude-sonnet-4-5", "output")] == 3 * big + 1
+
+
+def test_long_context_threshold_comes_from_the_price_table(
+    make_ledger: Callable[..., Ledger], prices: PriceTable
+) -> None:
+    """``long_context_threshold_tokens`` of the price table decides long-context pricing,
+    for a step counted in bulk and for its later, larger sighting counted step by step."""
+    from dataclasses import replace
+
+    first = StepRecord("lc-1", "s", "claude-opus-4-6", "transcript", 1500, 100)
+    again = StepRecord("lc-1", "s", "claude-opus-4-6", "transcript", 1500, 200)
+    usual = make_ledger("usual.sqlite3")
+    usual.apply([first], source="transcript")
+    # 1,500 input tokens are far below 200k: $5 in, $25 out per million tokens
+    assert _family(usual.snapshot(), COST) == {
+        ("claude-opus-4-6", "estimated", ""): 1500 * 5_000_000 + 100 * 25_000_000
+    }
+    low = make_ledger("low.sqlite3", prices=replace(prices, long_context_threshold_tokens=1000))
+    low.apply([first], source="transcript")
+    # above 1,000: the long-context rates, $10 in and $37.50 out per million tokens
+    assert _family(low.snapshot(), COST) == {
+        ("claude-opus-4-6", "estimated", ""): 1500 * 10_000_000 + 100 * 37_500_000
+    }
+    low.apply([again], source="transcript")  # 100 more output tokens, at the same rate
+    assert _family(low.snapshot(), COST) == {
+        ("claude-opus-4-6", "estimated", ""): 1500 * 10_000_000 + 200 * 37_500_000
+    }

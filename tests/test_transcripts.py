@@ -424,6 +424,54 @@ def test_parallel_scan_equals_single(tmp_path: Path, prices: PriceTable) -> None
             assert single.stats.rejected == other.stats.rejected
 
 
+def test_report_prices_long_context_and_limits_lines_as_configured(
+    tmp_path: Path, prices: PriceTable
+) -> None:
+    """``report`` takes the long-context threshold from the price table, in one process and
+    in several, and holds lines to the configured ``ingest.max_line_bytes`` as ``serve``
+    does (a line over it is rejected, not counted)."""
+    from dataclasses import replace
+
+    from otel_claude import report
+
+    proj = project(tmp_path)
+    for f in range(4):
+        lines = [assistant(f"m{f}", inp=1500, out=100, model="claude-opus-4-6")]
+        (proj / f"s{f}.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+    low = replace(prices, long_context_threshold_tokens=1000)
+    # above 1,000 input-side tokens: $10 in and $37.50 out per million tokens
+    want = 4 * (1500 * 10 + 100 * 37.5) / 1e6
+    for workers in (1, 2):
+        history = report.scan_history(
+            [tmp_path / "projects"], workers=workers, parallel_bytes=0, long_context_tokens=1000
+        )
+        doc = report.summarize(history, low)
+        assert doc["models"]["claude-opus-4-6"]["cost_usd"] == pytest.approx(want, abs=1e-12)
+    usual = report.scan_history([tmp_path / "projects"], workers=2, parallel_bytes=0)
+    assert report.summarize(usual, prices)["totals"]["cost_usd"] == pytest.approx(
+        4 * (1500 * 5 + 100 * 25) / 1e6, abs=1e-12
+    )
+    with pytest.raises(ValueError, match="long-context threshold"):
+        report.summarize(usual, low)  # sums made with another threshold: refused
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "CLAUDE_"))}
+    env.update(CLAUDE_CONFIG_DIR=str(tmp_path), OTEL_CLAUDE_INGEST_MAX_LINE_BYTES="800")
+    assert len(assistant("m0", inp=1500, out=100, model="claude-opus-4-6")) < 800
+    long = assistant("long", out=7, model="claude-opus-4-6", cwd="/w/" + "x" * 400)
+    assert len(long) > 800
+    (proj / "long.jsonl").write_bytes(long + b"\n")
+    run = subprocess.run(
+        [sys.executable, "-m", "otel_claude", "report", "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    doc = json.loads(run.stdout)
+    assert doc["scan"]["rejected"] == {"line_too_long": 1}
+    assert doc["models"]["claude-opus-4-6"]["output"] == 400  # the long line's 7 are not in
+
+
 def _dead_child(*_args: object) -> object:
     os._exit(3)  # a child killed mid-scan (the OOM killer, say)
 

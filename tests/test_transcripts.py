@@ -822,16 +822,18 @@ def test_task_queue_hands_out_every_index_once_across_processes() -> None:
     for count in (0, 1, 7, 5_000, 40_000):
         queue = TaskQueue(count)
         context = multiprocessing.get_context("fork")
-        reader, writer = context.Pipe(duplex=False)
+        # One pipe per child: two writers of messages larger than PIPE_BUF on one pipe can
+        # interleave their bytes (this test once failed that way).
+        pipes = [context.Pipe(duplex=False) for _ in range(2)]
 
-        def take(q: TaskQueue = queue, w: Any = writer) -> None:
+        def take(w: Any, q: TaskQueue = queue) -> None:
             w.send(list(q))
 
-        children = [context.Process(target=take) for _ in range(2)]
+        children = [context.Process(target=take, args=(w,)) for _, w in pipes]
         for child in children:
             child.start()
         mine = list(queue)
-        got = [reader.recv() for _ in children]
+        got = [r.recv() for r, _ in pipes]
         for child in children:
             child.join(10)
         queue.close()

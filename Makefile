@@ -10,8 +10,8 @@ run: $(VENV)/.runtime            ## create the venv, install, start the exporter
 	$(BIN)/otel-claude serve $(ARGS)
 
 test: $(VENV)/.test system-deps  ## install test dependencies and run the whole suite
-	$(BIN)/ruff check otel_claude tests bench examples grafana deploy docs
-	$(BIN)/ruff format --check otel_claude tests bench examples grafana deploy docs
+	$(BIN)/ruff check otel_claude tests bench examples grafana deploy docs setup.py
+	$(BIN)/ruff format --check otel_claude tests bench examples grafana deploy docs setup.py
 	$(BIN)/mypy
 	$(BIN)/pytest -q
 
@@ -21,12 +21,12 @@ bench: $(VENV)/.test             ## run every benchmark, one table + bench/resul
 system-deps:                     ## Debian prometheus/alertmanager (promtool, amtool) when root
 	@sh scripts/system-deps.sh
 
-$(VENV)/.runtime: pyproject.toml
+$(VENV)/.runtime: pyproject.toml setup.py otel_claude/sources/_linescan.c
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q -e .
 	touch $@
 
-$(VENV)/.test: pyproject.toml
+$(VENV)/.test: pyproject.toml setup.py otel_claude/sources/_linescan.c
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q -e '.[test]'
 	touch $@ $(VENV)/.runtime

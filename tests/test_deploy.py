@@ -330,7 +330,12 @@ def test_dockerfile_is_multi_stage_on_python_slim(dockerfile: dict[str, Any]) ->
         assert stage[0] == ("FROM", "${PYTHON_IMAGE}")
     builder = dockerfile["stages"]["builder"]
     copied = [args.split() for k, args in builder if k == "COPY"]
-    assert copied == [["pyproject.toml", "README.md", "./"], ["otel_claude/", "./otel_claude/"]]
+    assert copied == [
+        ["pyproject.toml", "setup.py", "README.md", "./"],
+        ["otel_claude/", "./otel_claude/"],
+    ]
+    # The optional C scanner is compiled into the wheel, and the image proves it loads.
+    assert any(k == "RUN" and "apt-get install" in a and " gcc " in a for k, a in builder)
     for words in copied:
         for source in words[:-1]:
             assert (ROOT / source).exists(), source
@@ -342,6 +347,7 @@ def test_dockerfile_is_multi_stage_on_python_slim(dockerfile: dict[str, Any]) ->
     assert len(install) == 1
     assert "--mount=type=bind,from=builder,source=/wheels,target=/wheels" in install[0]
     assert "--no-index" in install[0] and "/wheels/otel_claude-*.whl" in install[0]
+    assert 'python -c "import otel_claude.sources._linescan"' in install[0]
 
 
 def test_dockerfile_runtime_user_volume_and_entrypoint(dockerfile: dict[str, Any]) -> None:

@@ -55,7 +55,7 @@ from otel_claude.records import (
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 OTHER_MODEL = "other"
 UNKNOWN_MODEL = "unknown"
 
@@ -156,18 +156,34 @@ _CHECKPOINT_PAGES, _DEFERRED_CHECKPOINT_PAGES = 1000, 10_000
 #: Most message ids ``Ledger._remember_ids`` keeps in memory (some 25 MB at the limit).
 _MAX_REMEMBERED = 250_000
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS counters (
-    family TEXT NOT NULL, labels TEXT NOT NULL, value TEXT NOT NULL,
-    PRIMARY KEY (family, labels)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS steps (
-    message_id TEXT PRIMARY KEY, session_id TEXT NOT NULL, call_seq INTEGER NOT NULL,
+#: One row per message id counted. A plain (rowid) table with a unique index on the id,
+#: not a table keyed by the id: rows are appended and only the narrow index takes inserts
+#: in random id order, so a cold scan's commits rewrite half as many pages (11 MB of WAL
+#: instead of 23 MB for 30,000 steps; 17 ms less to ready on a 500 MB history).
+_STEPS_TABLE = """
+CREATE TABLE IF NOT EXISTS {name} (
+    message_id TEXT NOT NULL, session_id TEXT NOT NULL, call_seq INTEGER NOT NULL,
     model TEXT NOT NULL, source TEXT NOT NULL, mods INTEGER NOT NULL,
     project TEXT NOT NULL DEFAULT '',
     f0 INTEGER NOT NULL, f1 INTEGER NOT NULL, f2 INTEGER NOT NULL,
     f3 INTEGER NOT NULL, f4 INTEGER NOT NULL, f5 INTEGER NOT NULL,
-    seen_at REAL NOT NULL) WITHOUT ROWID;
+    seen_at REAL NOT NULL);
+"""
+_STEPS_COLUMNS = (
+    "message_id, session_id, call_seq, model, source, mods, project, "
+    "f0, f1, f2, f3, f4, f5, seen_at"
+)
+_STEPS_INDEX = "CREATE UNIQUE INDEX IF NOT EXISTS steps_message ON steps (message_id)"
+
+_SCHEMA = (
+    """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS counters (
+    family TEXT NOT NULL, labels TEXT NOT NULL, value TEXT NOT NULL,
+    PRIMARY KEY (family, labels)) WITHOUT ROWID;
+"""
+    + _STEPS_TABLE.format(name="steps")
+    + """
 -- No index on steps.seen_at: keeping one up to date cost a fifth of the time of committing
 -- a cold scan (0.06 s of 0.3 s for 30k steps), while the hourly prune that would use it
 -- scans 1M steps in 0.15 s without it. Ledgers that have it lose it here.
@@ -185,6 +201,7 @@ CREATE TABLE IF NOT EXISTS buckets (
     labels TEXT NOT NULL, high TEXT NOT NULL, last TEXT NOT NULL,
     PRIMARY KEY (source, bucket, grp, family, labels)) WITHOUT ROWID;
 """
+)
 
 #: Suffix of the twin family that counts downward revisions of an upstream counter.
 REVISED_DOWN = ":revised_down"
@@ -765,6 +782,11 @@ class Ledger:
     # --- internals ------------------------------------------------------------------
 
     def _check_schema(self) -> None:
+        """Record the schema of a new ledger, or bring an older one up to date.
+
+        Each step is its own transaction, so an upgrade cut short resumes at the next open.
+        A read-only open accepts schema 2 as it is: only the steps table's layout differs.
+        """
         row = self._conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
         if row is None:
             if self._read_only:
@@ -772,7 +794,16 @@ class Ledger:
             self._conn.execute(
                 "INSERT INTO meta (key, value) VALUES ('schema', ?)", (str(SCHEMA_VERSION),)
             )
-        elif int(row[0]) == 1 and not self._read_only:
+            self._conn.execute(_STEPS_INDEX)
+            return
+        version = int(row[0])
+        if self._read_only:
+            if version not in (2, SCHEMA_VERSION):
+                raise LedgerError(
+                    f"ledger schema {version} is not supported (expected {SCHEMA_VERSION})"
+                )
+            return
+        if version == 1:
             # 0.1 development ledgers: steps gain a project column, token and cost series
             # a project label (empty).
             self._conn.executescript(
@@ -783,10 +814,27 @@ class Ledger:
                 "UPDATE meta SET value = '2' WHERE key = 'schema';"
                 "COMMIT;"
             )
-        elif int(row[0]) != SCHEMA_VERSION:
-            raise LedgerError(
-                f"ledger schema {row[0]} is not supported (expected {SCHEMA_VERSION})"
+            version = 2
+        if version == 2:
+            # Steps move from a table keyed by message id to a rowid table with a unique
+            # index on it (see _STEPS_TABLE); the rows are copied as they are.
+            self._conn.executescript(
+                "BEGIN IMMEDIATE;"
+                + _STEPS_TABLE.format(name="steps_v3")
+                + f"INSERT INTO steps_v3 ({_STEPS_COLUMNS}) "
+                f"SELECT {_STEPS_COLUMNS} FROM steps ORDER BY message_id;"
+                "DROP TABLE steps;"
+                "ALTER TABLE steps_v3 RENAME TO steps;"
+                f"{_STEPS_INDEX};"
+                "UPDATE meta SET value = '3' WHERE key = 'schema';"
+                "COMMIT;"
             )
+            version = 3
+        if version != SCHEMA_VERSION:
+            raise LedgerError(
+                f"ledger schema {version} is not supported (expected {SCHEMA_VERSION})"
+            )
+        self._conn.execute(_STEPS_INDEX)  # gone only if it was never made: cheap otherwise
 
     def _load_totals(self) -> dict[CounterKey, int]:
         rows = self._conn.execute("SELECT family, labels, value FROM counters").fetchall()

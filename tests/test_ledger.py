@@ -520,3 +520,108 @@ def test_long_context_threshold_comes_from_the_price_table(
     assert _family(low.snapshot(), COST) == {
         ("claude-opus-4-6", "estimated", ""): 1500 * 10_000_000 + 200 * 37_500_000
     }
+
+
+# --- schema upgrades ----------------------------------------------------------------------
+
+_V2_STEPS = """
+CREATE TABLE steps_v2 (
+    message_id TEXT PRIMARY KEY, session_id TEXT NOT NULL, call_seq INTEGER NOT NULL,
+    model TEXT NOT NULL, source TEXT NOT NULL, mods INTEGER NOT NULL,
+    project TEXT NOT NULL DEFAULT '',
+    f0 INTEGER NOT NULL, f1 INTEGER NOT NULL, f2 INTEGER NOT NULL,
+    f3 INTEGER NOT NULL, f4 INTEGER NOT NULL, f5 INTEGER NOT NULL,
+    seen_at REAL NOT NULL) WITHOUT ROWID;
+INSERT INTO steps_v2 SELECT message_id, session_id, call_seq, model, source, mods, project,
+    f0, f1, f2, f3, f4, f5, seen_at FROM steps;
+DROP TABLE steps;
+ALTER TABLE steps_v2 RENAME TO steps;
+UPDATE meta SET value = '2' WHERE key = 'schema';
+"""
+
+
+def _steps_rows(path: Path) -> list[tuple[object, ...]]:
+    import sqlite3
+
+    conn = sqlite3.connect(path)
+    try:
+        return conn.execute(
+            "SELECT message_id, session_id, call_seq, model, source, mods, project, "
+            "f0, f1, f2, f3, f4, f5, seen_at FROM steps ORDER BY message_id"
+        ).fetchall()
+    finally:
+        conn.close()
+
+
+def _downgrade(path: Path, to: int) -> None:
+    """Turn a current ledger back into the layout an older release wrote."""
+    import sqlite3
+
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.executescript("BEGIN;" + _V2_STEPS + "COMMIT;")
+        if to == 1:  # no project column, no project label on token and cost series
+            conn.executescript(
+                "BEGIN;"
+                "ALTER TABLE steps DROP COLUMN project;"
+                "UPDATE counters SET labels = substr(labels, 1, length(labels) - 1) "
+                "WHERE family IN ('tokens', 'cost_pico');"
+                "UPDATE meta SET value = '1' WHERE key = 'schema';"
+                "COMMIT;"
+            )
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("old", [1, 2])
+def test_older_ledgers_are_upgraded_without_losing_a_count(
+    make_ledger: Callable[..., Ledger], tmp_path: Path, old: int
+) -> None:
+    lines, truth = generate(seed=31, sessions=10)
+    first = make_ledger()
+    _apply_lines(first, lines)
+    before = first.snapshot()
+    rows = _steps_rows(first.path)
+    first.close()
+    assert len(rows) > 20
+    _downgrade(first.path, old)
+    if old == 1:  # really the old layout: no project column
+        import sqlite3
+
+        conn = sqlite3.connect(first.path)
+        columns = [r[1] for r in conn.execute("PRAGMA table_info(steps)")]
+        conn.close()
+        assert "project" not in columns
+
+    upgraded = make_ledger()
+    assert upgraded.snapshot() == before
+    assert_matches_truth(upgraded.snapshot(), truth)
+    assert _steps_rows(upgraded.path) == rows
+    import sqlite3
+
+    conn = sqlite3.connect(upgraded.path)
+    assert conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone() == ("3",)
+    indexes = conn.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'steps'"
+    ).fetchall()
+    conn.close()
+    assert ("steps_message",) in indexes
+    # The upgraded steps still deduplicate: the same stream again adds no token.
+    _apply_lines(upgraded, lines)
+    assert_matches_truth(upgraded.snapshot(), truth)
+    duplicates = upgraded.snapshot()[(MESSAGES, ("ingest", "duplicate"))]
+    assert duplicates - before.get((MESSAGES, ("ingest", "duplicate")), 0) == truth.usage_lines
+
+
+def test_a_read_only_open_accepts_the_previous_layout(
+    make_ledger: Callable[..., Ledger], tmp_path: Path
+) -> None:
+    lines, truth = generate(seed=32, sessions=4)
+    ledger = make_ledger()
+    _apply_lines(ledger, lines)
+    before = ledger.snapshot()
+    ledger.close()
+    _downgrade(ledger.path, 2)
+    reader = make_ledger(read_only=True)
+    assert reader.snapshot() == before
+    assert_matches_truth(reader.snapshot(), truth)

@@ -625,3 +625,114 @@ def test_a_read_only_open_accepts_the_previous_layout(
     reader = make_ledger(read_only=True)
     assert reader.snapshot() == before
     assert_matches_truth(reader.snapshot(), truth)
+
+
+# --- the steps index built at the end of a first cold scan ---------------------------------
+
+
+def _index_exists(path: str | Path) -> bool:
+    import sqlite3
+
+    conn = sqlite3.connect(path)
+    try:
+        return (
+            conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = 'steps_message'"
+            ).fetchone()
+            is not None
+        )
+    finally:
+        conn.close()
+
+
+def test_deferred_index_counts_exactly_what_the_indexed_path_counts(
+    make_ledger: Callable[..., Ledger],
+) -> None:
+    """Same stream, small batches (ids repeat across batches, streamed copies grow), with
+    and without the index: the same totals and the same stored rows; the index is back."""
+    lines, truth = generate(seed=41, sessions=25)
+    plain = make_ledger("plain.sqlite3")
+    _apply_lines(plain, lines, batch=7)
+    deferred = make_ledger("deferred.sqlite3")
+    with deferred.deferred_index():
+        assert not _index_exists(deferred.path)
+        _apply_lines(deferred, lines, batch=7)
+        assert deferred._staged is not None and len(deferred._staged) > 20
+    assert _index_exists(deferred.path) and deferred._staged is None
+    assert deferred.snapshot() == plain.snapshot()
+    assert_matches_truth(deferred.snapshot(), truth)
+    without_time = [row[:-1] for row in _steps_rows(plain.path)]  # seen_at: the clock
+    assert [row[:-1] for row in _steps_rows(deferred.path)] == without_time
+    # After the block the usual path deduplicates against what the block stored.
+    before = deferred.snapshot()
+    _apply_lines(deferred, lines)
+    assert_matches_truth(deferred.snapshot(), truth)
+    assert deferred.snapshot()[(MESSAGES, ("ingest", "duplicate"))] > before.get(
+        (MESSAGES, ("ingest", "duplicate")), 0
+    )
+
+
+def test_deferred_index_only_for_an_empty_ledger(make_ledger: Callable[..., Ledger]) -> None:
+    ledger = make_ledger()
+    ledger.apply([step("m1", input=1)], source="sdk")
+    with ledger.deferred_index():
+        assert ledger._staged is None and _index_exists(ledger.path)
+        ledger.apply([step("m1", input=5)], source="sdk")  # a larger sighting
+    assert ledger.snapshot()[(TOKENS, ("claude-sonnet-4-5", "input", "sdk", ""))] == 5
+
+
+def test_a_rolled_back_batch_inside_the_deferral_is_counted_once_later(
+    make_ledger: Callable[..., Ledger],
+) -> None:
+    calls = []
+
+    def fail_once() -> None:
+        calls.append(1)
+        if len(calls) == 2:
+            raise OSError("disk gone")
+
+    ledger = make_ledger(before_commit=fail_once)
+    with ledger.deferred_index():
+        ledger.apply([step("m1", input=1)], source="sdk")
+        with pytest.raises(OSError):
+            ledger.apply([step("m2", input=10), step("m1", input=3)], source="sdk")
+        # m2's noted rowid points at no row; m1's row still holds 1
+        ledger.apply([step("m2", input=10), step("m1", input=3)], source="sdk")
+    tokens = _family(ledger.snapshot(), TOKENS)
+    assert tokens[("claude-sonnet-4-5", "input", "sdk", "")] == 13
+    assert [r[0] for r in _steps_rows(ledger.path)] == ["m1", "m2"]
+
+
+def test_a_crash_inside_the_deferral_leaves_a_ledger_that_indexes_itself(
+    make_ledger: Callable[..., Ledger], tmp_path: Path
+) -> None:
+    lines, truth = generate(seed=42, sessions=10)
+    body = tmp_path / "all.ndjson"
+    body.write_bytes(b"\n".join(lines))
+    db = tmp_path / "ledger.sqlite3"
+    root = str(Path(__file__).resolve().parent.parent)
+    script = textwrap.dedent(
+        f"""
+        import os, signal, sys
+        sys.path.insert(0, {root!r})
+        from otel_claude.ledger import Ledger
+        from otel_claude.pricing import load_price_table
+        from otel_claude.sources.ingest import iter_lines
+        records = [r for _, r in iter_lines(open({str(body)!r}, "rb").read(), "ingest")]
+        ledger = Ledger({str(db)!r}, prices=load_price_table())
+        with ledger.deferred_index():
+            ledger.apply(records, source="ingest")
+            os.kill(os.getpid(), signal.SIGKILL)
+        print("not reached")
+        """
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    assert not _index_exists(db)
+    reopened = make_ledger()
+    assert _index_exists(db)
+    assert_matches_truth(reopened.snapshot(), truth)
+    _apply_lines(reopened, lines)  # all duplicates now
+    assert_matches_truth(reopened.snapshot(), truth)

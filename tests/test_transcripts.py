@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -160,6 +161,11 @@ def test_every_trap_counts_exactly(
     # workers=2 with no size threshold: the cold scan is parsed in worker processes.
     tailer = TranscriptTailer(ledger, [tmp_path / "projects"], workers=workers, parallel_bytes=0)
     tailer.scan()
+    # A parallel scan of the empty ledger built the steps index only at its end.
+    conn = sqlite3.connect(ledger.path)
+    indexes = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='index'")}
+    conn.close()
+    assert "steps_message" in indexes and ledger._staged is None
     sonnet, haiku = "claude-sonnet-4-5", "claude-haiku-4-5"
     assert tokens(ledger) == {
         (sonnet, "input"): 3 + 5,

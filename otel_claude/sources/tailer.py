@@ -180,7 +180,8 @@ class TranscriptTailer:
         if job is None:
             job = self._plan_parallel((path, None) for path in paths)
         if job is not None:
-            with paused_gc(), self._ledger.deferred_checkpoints():
+            ledger = self._ledger
+            with paused_gc(), ledger.deferred_checkpoints(), ledger.deferred_index():
                 self._commit_parsed(job.results())
 
     def _plan_parallel(

@@ -251,7 +251,7 @@ def _start_first_scan(settings: Settings) -> ParseJob | None:
 
     job = plan_parse(
         transcript_entries(settings.transcript_roots),
-        lambda *_: 0,
+        None,
         transcript_limits(settings.ingest_limits),
         SOURCE,
         scan_workers(),

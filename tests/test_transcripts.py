@@ -730,10 +730,16 @@ def test_first_start_forks_before_the_ledger_exists(
     roots = settings.transcript_roots
     # 6 small files are below the size worth forking for: nothing starts
     assert _start_first_scan(settings) is None
+    # From offset 0 (offset None) files are measured only until the threshold is reached
+    # (1 byte: the first file); the rest follow unmeasured, in the order they are listed.
+    listed = [key for key, _ in transcript_entries(roots)]
     job = plan_parse(
-        transcript_entries(roots), lambda *_: 0, transcript_limits(), SOURCE, 2, parallel_bytes=0
+        transcript_entries(roots), None, transcript_limits(), SOURCE, 2, parallel_bytes=1
     )
     assert job is not None and {t.offset for t in job.tasks} == {0}
+    assert [t.key for t in job.tasks] == listed
+    assert job.tasks[0].inode is not None and job.tasks[0].size > 0
+    assert {(t.inode, t.size) for t in job.tasks[1:]} == {(None, 0)}
     ledger = make_ledger()
     tailer = TranscriptTailer(ledger, [tmp_path / "projects"], workers=2, parallel_bytes=0)
     assert tailer.start_cold_scan(job.start())

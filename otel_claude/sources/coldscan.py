@@ -85,13 +85,13 @@ def paused_gc() -> Iterator[None]:
 class FileTask(NamedTuple):
     """Read ``path`` from ``offset`` if it still has inode ``inode`` (else from the start).
 
-    ``size`` is the number of unread bytes expected, used only to share files out evenly.
-    A named tuple: a frozen dataclass took 4 ms to build 3,000 before the workers start.
+    ``size`` is the number of unread bytes expected (0: not measured), used only to share
+    files out evenly. A named tuple: a frozen dataclass took 4 ms to build 3,000 before the workers start.
     """
 
     key: str
     path: str
-    inode: int
+    inode: int | None  # None: read the file whatever it is now (a first start)
     offset: int
     size: int = 0
 
@@ -292,7 +292,9 @@ class ParseJob:
 
     def start(self) -> ParseJob:
         """Fork the workers; they take the files one at a time, largest first."""
-        self.tasks.sort(key=lambda t: -t.size)  # a large file taken last would finish last
+        # A large file taken last would finish last. The sort is stable: files of unknown
+        # size (0) keep their order at the end.
+        self.tasks.sort(key=lambda t: -t.size)
         taken = TaskQueue(len(self.tasks))
         share = (self.tasks, taken, self._limits, self._source)
         try:
@@ -322,7 +324,7 @@ class ParseJob:
 
 def plan_parse(
     files: Iterable[tuple[str, os.DirEntry[str] | None]],
-    offset: Callable[[str, int, int], int],
+    offset: Callable[[str, int, int], int] | None,
     limits: Limits,
     source: str,
     workers: int,
@@ -330,15 +332,24 @@ def plan_parse(
 ) -> ParseJob | None:
     """A parse job for ``(path, directory entry or None)`` from ``offset(path, inode,
     size)`` on, or None when fewer than ``parallel_bytes`` are unread (forking would cost
-    more than it saves)."""
+    more than it saves).
+
+    ``offset`` None: every file is read from its start (a first start). Files are then
+    only measured until ``parallel_bytes`` are known to be there; the rest are taken as
+    listed, after the measured ones, and read whole (15 ms of ``stat`` calls less before
+    the workers start, for 3,000 files).
+    """
     tasks: list[FileTask] = []
     unread = 0
     for key, entry in files:
+        if offset is None and unread >= parallel_bytes:
+            tasks.append(FileTask(key, key, None, 0))  # size 0: sorted after the measured
+            continue
         try:
             st = os.stat(key) if entry is None else entry.stat()
         except OSError:
             continue
-        start = offset(key, st.st_ino, st.st_size)
+        start = 0 if offset is None else offset(key, st.st_ino, st.st_size)
         if st.st_size > start:
             tasks.append(FileTask(key, key, st.st_ino, start, st.st_size - start))
             unread += st.st_size - start

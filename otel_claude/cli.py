@@ -249,14 +249,12 @@ def _start_first_scan(settings: Settings) -> ParseJob | None:
     from otel_claude.sources.coldscan import plan_parse, scan_workers
     from otel_claude.sources.transcripts import SOURCE, transcript_entries, transcript_limits
 
-    roots = settings.transcript_roots
     job = plan_parse(
-        transcript_entries(roots),
+        transcript_entries(settings.transcript_roots),
         None,
         transcript_limits(settings.ingest_limits),
         SOURCE,
         scan_workers(),
-        survey=roots,
     )
     return job.start() if job is not None else None
 

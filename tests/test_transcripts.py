@@ -765,45 +765,6 @@ def test_first_start_forks_before_the_ledger_exists(
     assert _start_first_scan(settings) is None  # a ledger exists: build_app plans instead
 
 
-def test_the_cold_scan_ends_on_the_workers_survey(
-    make_ledger: Callable[..., Ledger], tmp_path: Path
-) -> None:
-    """With roots to survey, a worker lists every transcript once it has taken the last
-    file, and the pass after the parallel part reads that list: a line appended while the
-    workers run is counted by this scan (each file is measured after the last commit), a
-    file created is counted once listed: by this scan when it existed at the survey, else
-    by the next one (the watcher's safety scan). Once either way."""
-    from otel_claude.sources.coldscan import plan_parse
-    from otel_claude.sources.transcripts import SOURCE, transcript_entries, transcript_limits
-
-    proj = project(tmp_path)
-    for f in range(6):
-        (proj / f"s{f}.jsonl").write_bytes(assistant(f"m{f}", out=f + 1) + b"\n")
-    roots = [tmp_path / "projects"]
-    ledger = make_ledger()
-    tailer = TranscriptTailer(ledger, roots, workers=2, parallel_bytes=0)
-    job = plan_parse(
-        transcript_entries(roots),
-        None,
-        transcript_limits(),
-        SOURCE,
-        2,
-        parallel_bytes=1,
-        survey=roots,
-    )
-    assert job is not None and tailer.start_cold_scan(job.start())
-    with (proj / "s0.jsonl").open("ab") as f:
-        f.write(assistant("m-late", out=100) + b"\n")
-    (proj / "s9.jsonl").write_bytes(assistant("m-new", out=1000) + b"\n")
-    tailer.scan()
-    assert job.survey is not None
-    assert set(job.survey) <= set(tailer._positions)
-    counted = tokens(ledger)[("claude-sonnet-4-5", "output")]
-    assert counted == 21 + 100 + (1000 if str(proj / "s9.jsonl") in job.survey else 0)
-    tailer.scan()
-    assert tokens(ledger)[("claude-sonnet-4-5", "output")] == 21 + 100 + 1000
-
-
 ORPHAN = """
 import sys, time
 sys.path.insert(0, {root!r})

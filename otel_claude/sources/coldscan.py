@@ -29,18 +29,12 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from otel_claude.errors import WorkerError
 from otel_claude.records import Normalized, StepRecord, coalesce
 from otel_claude.sources.messages import Limits
-from otel_claude.sources.transcripts import (
-    LineStats,
-    parse_lines,
-    read_file,
-    transcript_entries,
-)
+from otel_claude.sources.transcripts import LineStats, parse_lines, read_file
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
@@ -92,8 +86,7 @@ class FileTask(NamedTuple):
     """Read ``path`` from ``offset`` if it still has inode ``inode`` (else from the start).
 
     ``size`` is the number of unread bytes expected (0: not measured), used only to share
-    files out evenly. A named tuple: a frozen dataclass took 4 ms to build 3,000 before
-    the workers start.
+    files out evenly. A named tuple: a frozen dataclass took 4 ms to build 3,000 before the workers start.
     """
 
     key: str
@@ -289,31 +282,21 @@ class ParseJob:
     """
 
     def __init__(
-        self,
-        tasks: Sequence[FileTask],
-        limits: Limits,
-        source: str,
-        workers: int,
-        survey: Sequence[Path] = (),
+        self, tasks: Sequence[FileTask], limits: Limits, source: str, workers: int
     ) -> None:
         self.tasks = list(tasks)
         self._limits = limits
         self._source = source
         self._count = workers
-        self._survey = list(survey)
         self._workers: Workers | None = None
-        #: Every transcript below the ``survey`` roots, listed by a worker once every file
-        #: was taken; None until it arrives (or without roots).
-        self.survey: list[str] | None = None
 
     def start(self) -> ParseJob:
         """Fork the workers; they take the files one at a time, largest first."""
         # A large file taken last would finish last. The sort is stable: files of unknown
         # size (0) keep their order at the end.
         self.tasks.sort(key=lambda t: -t.size)
-        # One more index than files when there are roots to survey: whoever takes it lists them.
-        taken = TaskQueue(len(self.tasks) + (1 if self._survey else 0))
-        share = (self.tasks, taken, self._limits, self._source, self._survey)
+        taken = TaskQueue(len(self.tasks))
+        share = (self.tasks, taken, self._limits, self._source)
         try:
             self._workers = Workers(_parse_share, [share] * self._count, nice=WORKER_NICE)
         finally:
@@ -327,9 +310,6 @@ class ParseJob:
         assert self._workers is not None
         try:
             for _worker, batch in self._workers.messages():
-                if type(batch) is tuple:  # the survey
-                    self.survey = batch[1]
-                    continue
                 for packed in batch:
                     yield _unpack(packed)
         finally:
@@ -349,7 +329,6 @@ def plan_parse(
     source: str,
     workers: int,
     parallel_bytes: int = PARALLEL_BYTES,
-    survey: Sequence[Path] = (),
 ) -> ParseJob | None:
     """A parse job for ``(path, directory entry or None)`` from ``offset(path, inode,
     size)`` on, or None when fewer than ``parallel_bytes`` are unread (forking would cost
@@ -358,8 +337,7 @@ def plan_parse(
     ``offset`` None: every file is read from its start (a first start). Files are then
     only measured until ``parallel_bytes`` are known to be there; the rest are taken as
     listed, after the measured ones, and read whole (15 ms of ``stat`` calls less before
-    the workers start, for 3,000 files). ``survey``: roots a worker lists once every
-    file was taken (``ParseJob.survey``).
+    the workers start, for 3,000 files).
     """
     tasks: list[FileTask] = []
     unread = 0
@@ -377,7 +355,7 @@ def plan_parse(
             unread += st.st_size - start
     if workers < 2 or not tasks or unread < parallel_bytes:
         return None
-    return ParseJob(tasks, limits, source, workers, survey)
+    return ParseJob(tasks, limits, source, workers)
 
 
 def parse_files(
@@ -419,20 +397,14 @@ _PR_SET_PDEATHSIG = 1
 
 
 def _parse_share(
-    arg: tuple[Sequence[FileTask], TaskQueue, Limits, str, Sequence[Path]], channel: Connection
+    arg: tuple[Sequence[FileTask], TaskQueue, Limits, str], channel: Connection
 ) -> None:
-    """A worker's part: parse the files it takes, send results in messages of ~SEND_RECORDS.
-
-    The index past the last file stands for the survey of ``roots`` (``survey_transcripts``).
-    """
-    tasks, taken, limits, source, roots = arg
+    """A worker's part: parse the files it takes, send results in messages of ~SEND_RECORDS."""
+    tasks, taken, limits, source = arg
     send = channel.send
     out: list[_Packed] = []
     records = 0
     for index in taken:
-        if index == len(tasks):
-            send(("survey", survey_transcripts(roots)))
-            continue
         packed = _parse_packed((tasks[index], limits, source))
         if packed is None:
             continue
@@ -443,18 +415,6 @@ def _parse_share(
             out, records = [], 0
     if out:
         send(out)
-
-
-def survey_transcripts(roots: Sequence[Path]) -> list[str]:
-    """Every transcript below ``roots``, in listing order.
-
-    A cold scan ends with a pass over every transcript for what changed while it ran, new
-    files included. Listing the directories is done here, in the worker that takes the
-    last index, while the exporter commits the last results: 20 ms of its time on 3,000
-    files otherwise, on the way to ready. (Each file's ``stat`` stays with the exporter,
-    after its last commit: a line written meanwhile is read by the same scan.)
-    """
-    return [key for key, _entry in transcript_entries(roots)]
 
 
 def parse_file(task: FileTask, limits: Limits, source: str) -> FileResult | None:

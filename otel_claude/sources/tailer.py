@@ -126,21 +126,14 @@ class TranscriptTailer:
         """Read what is new in ``paths`` (default: every transcript) and commit it."""
         full = paths is None
         seen: set[str] = set()
-        surveyed: list[str] | None = None
-        if full and self._early is not None:
-            # A cold scan under way: a worker lists the transcripts once every file was
-            # taken, so this pass also finds files created while the scan ran.
-            surveyed = self._scan_parallel(None)
         # Plain path strings: this pass ends every cold scan, where building 3,000 Path
         # objects cost 20 ms of the time to ready.
         listed = (
-            surveyed
-            if surveyed is not None
-            else [key for key, _ in transcript_entries(self.roots)]
+            [key for key, _ in transcript_entries(self.roots)]
             if paths is None
             else [str(path) for path in paths]
         )
-        if full and self._workers > 1 and surveyed is None:
+        if full and self._workers > 1:
             self._scan_parallel(listed)
         for key in listed:
             seen.add(key)
@@ -174,25 +167,22 @@ class TranscriptTailer:
                 self._early.start()
         return self._early is not None
 
-    def _scan_parallel(self, paths: list[str] | None) -> list[str] | None:
+    def _scan_parallel(self, paths: list[str]) -> None:
         """Parse files with much unread data in worker processes, committing as they finish.
 
         Only worth it for a cold scan (a first start, or a long time offline): below
         ``parallel_bytes`` unread bytes nothing happens here and ``_read`` does it all.
         Positions and counts are committed together exactly as ``_read`` does, so a crash
         in the middle leaves every file either counted up to its committed position or not
-        at all. ``paths``: what to plan from when no job was started early (None: only
-        the early job). Returns the workers' survey of the roots, when there is one.
+        at all.
         """
         job, self._early = self._early, None
-        if job is None and paths is not None:
-            job = self._plan_parallel((path, None) for path in paths)
         if job is None:
-            return None
-        ledger = self._ledger
-        with paused_gc(), ledger.deferred_checkpoints(), ledger.deferred_index():
-            self._commit_parsed(job.results())
-        return job.survey
+            job = self._plan_parallel((path, None) for path in paths)
+        if job is not None:
+            ledger = self._ledger
+            with paused_gc(), ledger.deferred_checkpoints(), ledger.deferred_index():
+                self._commit_parsed(job.results())
 
     def _plan_parallel(
         self, files: Iterable[tuple[str, os.DirEntry[str] | None]]
@@ -208,13 +198,7 @@ class TranscriptTailer:
             return 0
 
         return plan_parse(
-            files,
-            offset,
-            self.stats.limits,
-            SOURCE,
-            self._workers,
-            self._parallel_bytes,
-            survey=self.roots,
+            files, offset, self.stats.limits, SOURCE, self._workers, self._parallel_bytes
         )
 
     def close(self) -> None:

@@ -86,7 +86,8 @@ class FileTask(NamedTuple):
     """Read ``path`` from ``offset`` if it still has inode ``inode`` (else from the start).
 
     ``size`` is the number of unread bytes expected (0: not measured), used only to share
-    files out evenly. A named tuple: a frozen dataclass took 4 ms to build 3,000 before the workers start.
+    files out evenly. A named tuple: a frozen dataclass took 4 ms to build 3,000 before
+    the workers start.
     """
 
     key: str
@@ -282,9 +283,16 @@ class ParseJob:
     """
 
     def __init__(
-        self, tasks: Sequence[FileTask], limits: Limits, source: str, workers: int
+        self,
+        tasks: Sequence[FileTask],
+        limits: Limits,
+        source: str,
+        workers: int,
+        listed: Sequence[str] = (),
     ) -> None:
         self.tasks = list(tasks)
+        #: Every file the job was planned from, read or not, in listing order.
+        self.listed = list(listed)
         self._limits = limits
         self._source = source
         self._count = workers
@@ -340,8 +348,10 @@ def plan_parse(
     the workers start, for 3,000 files).
     """
     tasks: list[FileTask] = []
+    listed: list[str] = []
     unread = 0
     for key, entry in files:
+        listed.append(key)
         if offset is None and unread >= parallel_bytes:
             tasks.append(FileTask(key, key, None, 0))  # size 0: sorted after the measured
             continue
@@ -355,7 +365,7 @@ def plan_parse(
             unread += st.st_size - start
     if workers < 2 or not tasks or unread < parallel_bytes:
         return None
-    return ParseJob(tasks, limits, source, workers)
+    return ParseJob(tasks, limits, source, workers, listed)
 
 
 def parse_files(

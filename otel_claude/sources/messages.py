@@ -19,13 +19,11 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
-
-import orjson
 
 from otel_claude.pricing import normalize_model_id
 from otel_claude.records import (
@@ -166,6 +164,22 @@ def normalize(message: object, source: str) -> Normalized:
         return Rejected(bad.reason, bad.detail)
 
 
+def _first_loads(line: str | bytes) -> Any:
+    """``orjson.loads``, imported on first use.
+
+    Loading orjson takes 10 ms, on the way to the first parse of ``report`` and of
+    ``serve``'s cold scan, which need it only for lines the typed path passes on.
+    """
+    global _loads
+    import orjson
+
+    _loads = orjson.loads
+    return _loads(line)
+
+
+_loads: Callable[[str | bytes], Any] = _first_loads
+
+
 def normalize_line(line: str | bytes, source: str, limits: Limits = DEFAULT_LIMITS) -> Normalized:
     """Parse one JSON text (an NDJSON line) and normalize it, within ``limits``.
 
@@ -174,8 +188,8 @@ def normalize_line(line: str | bytes, source: str, limits: Limits = DEFAULT_LIMI
     if len(line) > limits.max_line_bytes:
         return too_long(len(line), limits)
     try:
-        value = orjson.loads(line)
-    except orjson.JSONDecodeError as exc:
+        value = _loads(line)
+    except json.JSONDecodeError as exc:  # orjson's error is one
         text = str(exc)
         if "UTF-8" in text or "surrogate" in text:
             return Rejected("invalid_utf8", "line is not valid UTF-8")

@@ -6,7 +6,7 @@ processes, for several rounds. Per tool the table shows the median wall time, th
 resident memory of its whole process tree, and whether its totals equal the generator's
 ground truth: a fast tool that miscounts is reported as such, with the differences.
 
-    .venv/bin/python bench/transcripts.py             # 500 MB history, 3 rounds each
+    .venv/bin/python bench/transcripts.py             # 500 MB history, 5 rounds each
     .venv/bin/python bench/transcripts.py --quick     # 50 MB
     .venv/bin/python bench/transcripts.py --serve     # also: serve's start-up scan to /readyz
     .venv/bin/python bench/transcripts.py --ccusage /path/to/ccusage --json
@@ -881,7 +881,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--size", type=float, default=DEFAULT_MB, help="history size in MB")
     parser.add_argument("--quick", action="store_true", help=f"{QUICK_MB} MB history")
-    parser.add_argument("--rounds", type=int, default=3, help="runs per tool (median shown)")
+    parser.add_argument("--rounds", type=int, default=5, help="runs per tool (median shown)")
     parser.add_argument("--budget", type=float, default=600, help="seconds for the whole bench")
     parser.add_argument("--ccusage", metavar="PATH", help="ccusage executable")
     parser.add_argument("--seed", type=int, default=1)

@@ -14,11 +14,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from otel_claude.pricing import Modifiers, PriceTable
 from otel_claude.records import TOKEN_TYPES, StepRecord, merge_into, merge_steps
-from otel_claude.sources.coldscan import PARALLEL_BYTES, TaskQueue, Workers, paused_gc
+from otel_claude.sources.coldscan import PARALLEL_BYTES, Channel, TaskQueue, Workers, paused_gc
 from otel_claude.sources.messages import Limits
 from otel_claude.sources.transcripts import (
     TRANSCRIPT_LIMITS,
@@ -27,9 +27,6 @@ from otel_claude.sources.transcripts import (
     read_file,
     transcript_entries,
 )
-
-if TYPE_CHECKING:
-    from multiprocessing.connection import Connection
 
 #: Without file sizes, a history of fewer files than this is scanned by this process alone.
 PARALLEL_FILES = 64
@@ -234,7 +231,7 @@ def _scan(
 _Part = tuple[int, LineStats, dict[GroupKey, list[int]], list[Row]]
 
 
-def _scan_part(share: tuple[list[str], TaskQueue, ScanRules, bool], channel: Connection) -> None:
+def _scan_part(share: tuple[list[str], TaskQueue, ScanRules, bool], channel: Channel) -> None:
     """A child's part: its files' deduplicated steps summed per group (when ``grouped``),
     sent with their ids; then the rows (``StepRecord.row``) of the ids the parent asks for."""
     paths, taken, rules, grouped = share

@@ -26,6 +26,18 @@ ROOT = Path(__file__).resolve().parent.parent
 DEADLINE_S = 30.0
 
 
+def child_pids() -> set[int]:
+    """This process's children that exist and were not reaped yet (Linux ``/proc``)."""
+    pids: set[int] = set()
+    for task in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{task}/children") as listing:
+                pids.update(int(pid) for pid in listing.read().split())
+        except OSError:  # the thread ended meanwhile
+            continue
+    return pids
+
+
 def free_port() -> int:
     """An ephemeral loopback port that was free a moment ago (the kernel picks it)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:

@@ -25,7 +25,7 @@ from otel_claude.records import Rejected, StepRecord
 from otel_claude.sources.messages import Limits
 from otel_claude.sources.tailer import TranscriptTailer
 from otel_claude.sources.transcripts import LineStats, parse_lines, projects_dirs
-from tests.procs import running_exporter
+from tests.procs import child_pids, running_exporter
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -683,8 +683,7 @@ def test_cold_scan_started_early_is_committed_by_the_first_scan(
 ) -> None:
     """``serve`` starts the workers before building the rest: the first scan commits their
     results exactly once, and a job never read is stopped by ``close()``."""
-    import multiprocessing
-
+    before = child_pids()
     proj = project(tmp_path)
     for f in range(6):
         (proj / f"s{f}.jsonl").write_bytes(assistant(f"m{f}", out=f + 1) + b"\n")
@@ -695,7 +694,7 @@ def test_cold_scan_started_early_is_committed_by_the_first_scan(
         fh.write(assistant("late", out=100) + b"\n")
     tailer.scan()
     assert tokens(ledger)[("claude-sonnet-4-5", "output")] == 21 + 100
-    assert not multiprocessing.active_children()
+    assert not child_pids() - before
 
     unread = TranscriptTailer(
         make_ledger("other.sqlite3"), [tmp_path / "projects"], workers=2, parallel_bytes=0
@@ -703,9 +702,9 @@ def test_cold_scan_started_early_is_committed_by_the_first_scan(
     assert unread.start_cold_scan()
     unread.close()
     deadline = time.monotonic() + 10
-    while multiprocessing.active_children() and time.monotonic() < deadline:
+    while child_pids() - before and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not multiprocessing.active_children()
+    assert not child_pids() - before
 
 
 def test_first_start_forks_before_the_ledger_exists(
@@ -714,8 +713,7 @@ def test_first_start_forks_before_the_ledger_exists(
     """On a first start ``serve`` starts the workers before it opens the ledger: the tailer
     takes that job over and commits it once. With a ledger already there nothing starts
     early, and a tailer that has positions stops a job it is handed instead of using it."""
-    import multiprocessing
-
+    before = child_pids()
     from otel_claude.cli import _start_first_scan
     from otel_claude.config import load_settings
     from otel_claude.sources.coldscan import plan_parse
@@ -745,7 +743,7 @@ def test_first_start_forks_before_the_ledger_exists(
     assert tailer.start_cold_scan(job.start())
     tailer.scan()
     assert tokens(ledger)[("claude-sonnet-4-5", "output")] == 21
-    assert not multiprocessing.active_children()
+    assert not child_pids() - before
 
     # Positions known: a job planned from offset 0 would count the files again.
     again = plan_parse(
@@ -757,9 +755,9 @@ def test_first_start_forks_before_the_ledger_exists(
     restarted.scan()
     assert tokens(ledger)[("claude-sonnet-4-5", "output")] == 21
     deadline = time.monotonic() + 10
-    while multiprocessing.active_children() and time.monotonic() < deadline:
+    while child_pids() - before and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not multiprocessing.active_children()
+    assert not child_pids() - before
     settings.ledger_path.parent.mkdir(parents=True, exist_ok=True)
     settings.ledger_path.touch()
     assert _start_first_scan(settings) is None  # a ledger exists: build_app plans instead

@@ -7,38 +7,37 @@ faster than dataclass instances), the new offsets and the line statistics. Every
 must be exact (deduplication against the ledger, counting, positions) stays in the calling
 process, which commits results as they arrive while the workers go on parsing.
 
-Workers are forked (``Workers``): they start in milliseconds with every module already
-imported, take files one at a time from a shared queue (``TaskQueue``) and write to
-their own channels, which one thread in the calling process drains. No feeder or manager
-threads hand out work: with ``ProcessPoolExecutor`` those cost the exporter 0.3 s of CPU
-on a 500 MB cold scan, competing with the commits for two cores. Workers run only parsing code,
-touching no lock, file or connection of the parent, and leave through ``os._exit`` (as
-every multiprocessing child does), so threads the parent had at fork time do not matter.
+Workers are forked (``Workers``, with ``os.fork``): they start in milliseconds with every
+module already imported, take files one at a time from a shared queue (``TaskQueue``) and
+write to their own pipes (``Channel``), which one thread in the calling process drains.
+No feeder or manager threads hand out work: with ``ProcessPoolExecutor`` those cost the
+exporter 0.3 s of CPU on a 500 MB cold scan, competing with the commits for two cores.
+Workers run only parsing code, touching no lock, file or connection of the parent, and
+leave through ``os._exit``, so threads the parent had at fork time do not matter.
 """
 
 from __future__ import annotations
 
 import fcntl
 import gc
-import multiprocessing
 import os
+import pickle
 import queue
+import select
 import signal
+import struct
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple, NoReturn
 
 from otel_claude.errors import WorkerError
 from otel_claude.records import Normalized, StepRecord, coalesce
 from otel_claude.sources.messages import Limits
 from otel_claude.sources.transcripts import LineStats, parse_lines, read_file
-
-if TYPE_CHECKING:
-    from multiprocessing.connection import Connection
-    from multiprocessing.process import BaseProcess
 
 #: Below this many unread bytes the calling process parses alone: forking costs more.
 PARALLEL_BYTES = 64 << 20
@@ -152,6 +151,51 @@ class TaskQueue:
             self._fd = -1
 
 
+class Channel:
+    """One end of the two pipes between this process and a forked worker.
+
+    Whole messages, pickled and preceded by their length. Plain pipes rather than
+    ``multiprocessing``'s connections: importing that machinery took 15 ms on the way to
+    every fork, in ``report`` and in ``serve``'s first start alike.
+    """
+
+    def __init__(self, incoming: int, outgoing: int) -> None:
+        self._in, self._out = incoming, outgoing
+
+    def fileno(self) -> int:
+        """The descriptor to wait on for an incoming message."""
+        return self._in
+
+    def send(self, message: Any) -> None:
+        data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+        view = memoryview(_LENGTH.pack(len(data)) + data)
+        while view:
+            view = view[os.write(self._out, view) :]
+
+    def recv(self) -> Any:
+        """The next message; ``EOFError`` when the other end closed (or died) instead."""
+        return pickle.loads(self._read(_LENGTH.unpack(self._read(_LENGTH.size))[0]))
+
+    def _read(self, size: int) -> bytearray:
+        buffer = bytearray(size)
+        view, done = memoryview(buffer), 0
+        while done < size:
+            got = os.readv(self._in, [view[done:]])
+            if not got:
+                raise EOFError("the other end of the channel is closed")
+            done += got
+        return buffer
+
+    def close(self) -> None:
+        for fd in (self._in, self._out):
+            if fd >= 0:
+                os.close(fd)
+        self._in = self._out = -1
+
+
+_LENGTH = struct.Struct("<Q")
+
+
 class Workers:
     """Forked processes, each running ``target(arg, channel)`` on its own argument.
 
@@ -165,21 +209,35 @@ class Workers:
     """
 
     def __init__(
-        self, target: Callable[[Any, Connection], None], args: Sequence[Any], nice: int = 0
+        self, target: Callable[[Any, Channel], None], args: Sequence[Any], nice: int = 0
     ) -> None:
-        context = multiprocessing.get_context("fork")
         parent = os.getpid()
-        self._processes: list[BaseProcess] = []
-        self._channels: list[Connection] = []
-        for arg in args:
-            mine, theirs = context.Pipe()
-            process = context.Process(
-                target=_worker_main, args=(target, arg, theirs, parent, nice), daemon=True
-            )
-            process.start()
-            theirs.close()  # the worker holds the only other end: its death closes the channel
-            self._processes.append(process)
-            self._channels.append(mine)
+        self._pids: list[int] = []
+        self._status: dict[int, int] = {}  # worker index -> exit status, once reaped
+        self._channels: list[Channel] = []
+        for stream in (sys.stdout, sys.stderr):  # or a worker could write their buffers too
+            try:
+                stream.flush()
+            except (AttributeError, OSError, ValueError):
+                pass
+        try:
+            for arg in args:
+                down, to_worker = os.pipe()
+                from_worker, up = os.pipe()
+                pid = os.fork()
+                if pid == 0:  # the worker: never returns
+                    for channel in self._channels:  # other workers' ends, inherited
+                        channel.close()
+                    os.close(to_worker)
+                    os.close(from_worker)
+                    _worker_main(target, arg, Channel(down, up), parent, nice)
+                os.close(down)
+                os.close(up)
+                self._pids.append(pid)
+                self._channels.append(Channel(from_worker, to_worker))
+        except BaseException:
+            self.stop()
+            raise
         self._queue: queue.SimpleQueue[tuple[int, int, Any]] = queue.SimpleQueue()
         self._drainer: threading.Thread | None = None
 
@@ -202,52 +260,76 @@ class Workers:
                     "a scan worker process died (out of memory?) before it finished; "
                     f"exit status {message}"
                 )
-        for process in self._processes:
-            process.join()
+        for index in range(len(self._pids)):
+            self._reap(index)
 
     def reply(self, index: int, message: Any) -> None:
         """Send ``message`` to worker ``index`` (which waits for it in ``channel.recv()``)."""
         self._channels[index].send(message)
 
     def _drain(self) -> None:
-        from multiprocessing.connection import wait
-
         put = self._queue.put
-        index = {id(c): i for i, c in enumerate(self._channels)}
-        waiting = list(self._channels)
-        while waiting:
+        poller = select.poll()
+        index: dict[int, int] = {}
+        for i, channel in enumerate(self._channels):
+            index[channel.fileno()] = i
+            poller.register(channel.fileno(), select.POLLIN)
+        while index:
             try:
-                ready = wait(waiting)
+                ready = poller.poll()
             except (OSError, ValueError):  # closed by stop(): nobody reads any more
                 return
-            for handle in ready:
-                i = index[id(handle)]
-                channel = self._channels[i]
+            for fd, _event in ready:
+                i = index[fd]
                 try:
-                    message = channel.recv()
+                    message = self._channels[i].recv()
                 except (EOFError, OSError):  # ended without saying done: it died
-                    waiting.remove(channel)
-                    process = self._processes[i]
-                    process.join(timeout=5)
-                    put((_DIED, i, process.exitcode))
+                    poller.unregister(fd)
+                    del index[fd]
+                    put((_DIED, i, self._reap(i)))
                     continue
                 if message is _END:
-                    waiting.remove(channel)
+                    poller.unregister(fd)
+                    del index[fd]
                     put((_DONE, i, None))
                 else:
                     put((_MESSAGE, i, message))
+
+    def _reap(self, index: int, block: bool = True) -> int | None:
+        """Worker ``index``'s exit status (negative: the signal that ended it), once it ended."""
+        if index not in self._status:
+            try:
+                pid, status = os.waitpid(self._pids[index], 0 if block else os.WNOHANG)
+            except ChildProcessError:  # reaped elsewhere
+                self._status[index] = 0
+            else:
+                if pid == 0:
+                    return None
+                self._status[index] = os.waitstatus_to_exitcode(status)
+        return self._status[index]
 
     def stop(self) -> None:
         """End the workers (whatever they were doing) and release their channels.
 
         Killed workers close their channels, which ends the draining thread; only then are
-        the channels closed here, so the thread never waits on a closed handle.
+        the channels closed here, so the thread never waits on a closed descriptor. A
+        worker that outlives SIGTERM by 5 s (forked an instant ago, before it could restore
+        the default handler) is killed.
         """
-        for process in self._processes:
-            if process.is_alive():
-                process.terminate()
-        for process in self._processes:
-            process.join(timeout=5)
+        for index, pid in enumerate(self._pids):
+            if self._reap(index, block=False) is None:
+                try:
+                    os.kill(pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+        deadline = time.monotonic() + 5
+        for index, pid in enumerate(self._pids):
+            while self._reap(index, block=False) is None:
+                if time.monotonic() > deadline:
+                    os.kill(pid, signal.SIGKILL)
+                    self._reap(index)
+                    break
+                time.sleep(0.005)
         if self._drainer is not None:
             self._drainer.join(timeout=5)
         for channel in self._channels:
@@ -260,16 +342,30 @@ _END = None
 
 
 def _worker_main(
-    target: Callable[[Any, Connection], None],
+    target: Callable[[Any, Channel], None],
     arg: Any,
-    channel: Connection,
+    channel: Channel,
     parent: int,
     nice: int,
-) -> None:
-    worker_setup(parent, nice)
-    target(arg, channel)
-    channel.send(_END)
-    channel.close()
+) -> NoReturn:
+    """A forked worker's whole life; it leaves through ``os._exit``, never returning into
+    the code that forked it (nor running its ``atexit`` handlers or ``finally`` blocks)."""
+    code = 1
+    try:
+        worker_setup(parent, nice)
+        target(arg, channel)
+        channel.send(_END)
+        code = 0
+    except BaseException:
+        import traceback
+
+        traceback.print_exc()
+        try:
+            sys.stderr.flush()
+        except (OSError, ValueError):
+            pass
+    finally:
+        os._exit(code)
 
 
 class ParseJob:
@@ -406,9 +502,7 @@ def worker_setup(parent: int, nice: int = 0) -> None:
 _PR_SET_PDEATHSIG = 1
 
 
-def _parse_share(
-    arg: tuple[Sequence[FileTask], TaskQueue, Limits, str], channel: Connection
-) -> None:
+def _parse_share(arg: tuple[Sequence[FileTask], TaskQueue, Limits, str], channel: Channel) -> None:
     """A worker's part: parse the files it takes, send results in messages of ~SEND_RECORDS."""
     tasks, taken, limits, source = arg
     send = channel.send

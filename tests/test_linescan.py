@@ -156,7 +156,10 @@ def test_parse_lines_does_not_depend_on_the_implementation(
 
 
 def test_native_is_used_when_built() -> None:
+    from otel_claude.sources import assistant_line
+
     assert transcripts._classify is native.classify_lines
+    assert assistant_line._valid_utf8 is native.is_utf8
 
 
 def test_bad_arguments_raise() -> None:
@@ -164,3 +167,61 @@ def test_bad_arguments_raise() -> None:
         native.classify_lines("text", 10)
     with pytest.raises(TypeError):
         native.classify_lines(b"x", "10")
+
+
+_UTF8_PIECES = [bytes([b]) for b in range(256)] + [
+    "é".encode(),
+    "€".encode(),
+    "😀".encode(),
+    b"\xed\x9f\xbf",  # U+D7FF, the last before the surrogates
+    b"\xed\xa0\x80",  # a surrogate: refused
+    b"\xef\xbf\xbf",
+    b"\xf4\x8f\xbf\xbf",  # U+10FFFF
+    b"\xf4\x90\x80\x80",  # past it: refused
+    b"\xe0\x80\x80",  # overlong: refused
+    b"abcdefgh" * 3,  # the eight-byte ASCII path
+]
+
+
+def _decodes(data: bytes) -> bool:
+    try:
+        data.decode()
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.lists(st.sampled_from(_UTF8_PIECES), max_size=24).map(b"".join))
+def test_utf8_check_is_pythons(data: bytes) -> None:
+    from otel_claude.sources.assistant_line import utf8_twin
+
+    expected = _decodes(data)
+    assert utf8_twin(data) is expected
+    assert native.is_utf8(data) is expected
+
+
+def test_assistant_lines_with_bad_utf8_count_the_same_with_either_check(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from otel_claude.sources import assistant_line
+
+    truth = generate_history(tmp_path, seed=12, target_bytes=800_000)
+    data = b"".join(path.read_bytes() for path in iter_files(truth))
+    rng = random.Random(12)
+    lines = data.split(b"\n")
+    for _ in range(60):  # bad bytes inside text of usage lines: the line must be refused
+        i = rng.randrange(len(lines))
+        if b'"usage"' in lines[i] and len(lines[i]) > 100:
+            at = rng.randrange(20, len(lines[i]) - 20)
+            lines[i] = (
+                lines[i][:at] + rng.choice([b"\xff", b"\xed\xa0\x80", b"\xc3"]) + lines[i][at:]
+            )
+    data = b"\n".join(lines)
+    results = []
+    for check in (native.is_utf8, assistant_line.utf8_twin):
+        monkeypatch.setattr(assistant_line, "_valid_utf8", check)
+        stats = LineStats()
+        results.append((parse_lines(data, stats), stats.rejected, stats.skipped))
+    assert results[0] == results[1]
+    assert results[0][1].get("invalid_utf8", 0) > 0

@@ -1,5 +1,6 @@
 /*
- * otel_claude.sources._linescan: the line classification of transcripts.classify_lines, in C.
+ * otel_claude.sources._linescan: the line classification of transcripts.classify_lines, and
+ * the UTF-8 check of assistant_line.assistant_step, in C.
  *
  * A transcript history is mostly large user lines (tool results) that carry no usage; a
  * scan only needs to find the lines that may. The rule is defined, and documented, by the
@@ -13,6 +14,7 @@
 #define _GNU_SOURCE /* memmem */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <stdint.h>
 #include <string.h>
 
 /* Keep in step with transcripts.py: _HEAD, _USAGE, _MESSAGE, _USER and the span kinds. */
@@ -120,9 +122,70 @@ fail:
     return NULL;
 }
 
+/* Whether s[0:n] is valid UTF-8 by the rules of Python's strict decoder: no overlong
+ * forms, no surrogates (U+D800..U+DFFF), nothing past U+10FFFF, no truncated sequence.
+ * Text is mostly ASCII, taken eight bytes at a time. */
+static int
+utf8_valid(const unsigned char *s, Py_ssize_t n)
+{
+    Py_ssize_t i = 0;
+    while (i < n) {
+        if (i + 8 <= n) {
+            uint64_t word;
+            memcpy(&word, s + i, 8);
+            if ((word & 0x8080808080808080ULL) == 0) {
+                i += 8;
+                continue;
+            }
+        }
+        unsigned char c = s[i];
+        if (c < 0x80) {
+            i++;
+        }
+        else if (c >= 0xC2 && c <= 0xDF) {
+            if (i + 1 >= n || (s[i + 1] & 0xC0) != 0x80)
+                return 0;
+            i += 2;
+        }
+        else if (c >= 0xE0 && c <= 0xEF) {
+            if (i + 2 >= n || (s[i + 1] & 0xC0) != 0x80 || (s[i + 2] & 0xC0) != 0x80)
+                return 0;
+            if ((c == 0xE0 && s[i + 1] < 0xA0) || (c == 0xED && s[i + 1] > 0x9F))
+                return 0; /* overlong; surrogate */
+            i += 3;
+        }
+        else if (c >= 0xF0 && c <= 0xF4) {
+            if (i + 3 >= n || (s[i + 1] & 0xC0) != 0x80 || (s[i + 2] & 0xC0) != 0x80
+                || (s[i + 3] & 0xC0) != 0x80)
+                return 0;
+            if ((c == 0xF0 && s[i + 1] < 0x90) || (c == 0xF4 && s[i + 1] > 0x8F))
+                return 0; /* overlong; past U+10FFFF */
+            i += 4;
+        }
+        else {
+            return 0; /* a continuation byte first, 0xC0/0xC1, or 0xF5..0xFF */
+        }
+    }
+    return 1;
+}
+
+/* is_utf8(data): bytes.decode() would succeed. Half the lines that carry usage hold some
+ * non-ASCII text; decoding one only to check it cost 1 us (a str built and dropped). */
+static PyObject *
+is_utf8(PyObject *module, PyObject *arg)
+{
+    Py_buffer view;
+    if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    int valid = utf8_valid(view.buf, view.len);
+    PyBuffer_Release(&view);
+    return PyBool_FromLong(valid);
+}
+
 static PyMethodDef methods[] = {
     {"classify_lines", classify_lines, METH_VARARGS,
      "classify_lines(data, max_line) -> (lines, blank, skipped, spans); see transcripts.py"},
+    {"is_utf8", is_utf8, METH_O, "is_utf8(data) -> whether data.decode() would succeed"},
     {NULL, NULL, 0, NULL},
 };
 

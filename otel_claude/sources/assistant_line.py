@@ -17,6 +17,7 @@ that is not read makes orjson refuse the whole line, while here the usage still 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -106,7 +107,7 @@ def assistant_step(line: bytes, source: str, max_depth: int) -> StepRecord | Non
     if parsed.type != "assistant" or parsed.error or parsed.api_error is True:
         return None
     # msgspec does not check the UTF-8 of strings it skips; orjson would refuse them.
-    if not line.isascii() and not _is_utf8(line):
+    if not _valid_utf8(line):
         return None
     # Each level takes two bytes, so a short line is shallow enough; so is one with few
     # brackets. Otherwise the careful path measures it.
@@ -171,9 +172,21 @@ def assistant_step(line: bytes, source: str, max_depth: int) -> StepRecord | Non
     )
 
 
-def _is_utf8(line: bytes) -> bool:
+def utf8_twin(line: bytes, /) -> bool:
+    """Whether ``line.decode()`` succeeds; the reference for ``_linescan.is_utf8``, which
+    does it in C without building the string (0.2 µs against 0.8 µs for a usage line, half
+    of which hold some non-ASCII text)."""
+    if line.isascii():
+        return True
     try:
         line.decode()
     except UnicodeDecodeError:
         return False
     return True
+
+
+_valid_utf8: Callable[[bytes], bool]
+try:
+    from otel_claude.sources._linescan import is_utf8 as _valid_utf8
+except ImportError:  # not compiled here
+    _valid_utf8 = utf8_twin

@@ -33,3 +33,4 @@ $(VENV)/.test: pyproject.toml setup.py otel_claude/sources/_linescan.c
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache
+	rm -f otel_claude/sources/_linescan*.so

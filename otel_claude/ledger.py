@@ -1089,7 +1089,7 @@ class Ledger:
         self._remember_ids(mid for mid, r in rows.items() if r is not None and r.new)
         try:
             calls.flush(now)
-            written = [
+            written: list[tuple[Any, ...]] = [
                 (
                     mid,
                     r.session_id,
@@ -1116,12 +1116,16 @@ class Ledger:
                     written,
                 )
             else:  # no unique index to resolve the conflict: stored rows by rowid
+                # New by what the lookup found, not by ``_staged``: an id noted there
+                # for a batch that rolled back is new again.
+                new = {mid for mid, r in rows.items() if r is not None and r.new}
+                self._insert_staged([w for w in written if w[0] in new])
                 staged = self._staged
-                self._insert_staged([w for w in written if w[0] not in staged])
+                assert staged is not None
                 conn.executemany(
                     "UPDATE steps SET mods = ?, f0 = ?, f1 = ?, f2 = ?, f3 = ?, f4 = ?, "
                     "f5 = ? WHERE rowid = ?",
-                    [(*w[5:12], staged[w[0]]) for w in written if w[0] in staged],
+                    [(*w[5:12], staged[w[0]]) for w in written if w[0] not in new],
                 )
             conn.executemany("INSERT INTO results (key, seen_at) VALUES (?, ?)", new_results)
         except BaseException:

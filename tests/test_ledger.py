@@ -703,6 +703,30 @@ def test_a_rolled_back_batch_inside_the_deferral_is_counted_once_later(
     assert [r[0] for r in _steps_rows(ledger.path)] == ["m1", "m2"]
 
 
+def test_a_rolled_back_id_taken_by_the_general_path_is_stored_and_counted_once(
+    make_ledger: Callable[..., Ledger],
+) -> None:
+    """The same id twice in a batch takes the step-by-step path (not the bulk one): an id
+    whose noted rowid was rolled back must still be inserted there, so that a later
+    sighting is a duplicate and not counted again."""
+    calls = []
+
+    def fail_once() -> None:
+        calls.append(1)
+        if len(calls) == 1:
+            raise OSError("disk gone")
+
+    ledger = make_ledger(before_commit=fail_once)
+    with ledger.deferred_index():
+        with pytest.raises(OSError):
+            ledger.apply([step("m2", input=10)], source="sdk")
+        ledger.apply([step("m2", input=10), step("m2", input=12)], source="sdk")
+        assert [r[0] for r in _steps_rows(ledger.path)] == ["m2"]
+    ledger.apply([step("m2", input=12)], source="sdk")
+    assert _family(ledger.snapshot(), TOKENS)[("claude-sonnet-4-5", "input", "sdk", "")] == 12
+    assert [r[0] for r in _steps_rows(ledger.path)] == ["m2"]
+
+
 def test_a_crash_inside_the_deferral_leaves_a_ledger_that_indexes_itself(
     make_ledger: Callable[..., Ledger], tmp_path: Path
 ) -> None:

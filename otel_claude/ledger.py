@@ -169,10 +169,12 @@ CREATE TABLE IF NOT EXISTS {name} (
     f3 INTEGER NOT NULL, f4 INTEGER NOT NULL, f5 INTEGER NOT NULL,
     seen_at REAL NOT NULL);
 """
-_STEPS_COLUMNS = (
-    "message_id, session_id, call_seq, model, source, mods, project, "
-    "f0, f1, f2, f3, f4, f5, seen_at"
+#: A step row as the ledger writes and reads it (``_StepRow`` and the insert tuples).
+_STEP_COLUMNS = (
+    "message_id, session_id, call_seq, model, source, mods, "
+    "f0, f1, f2, f3, f4, f5, seen_at, project"
 )
+_INSERT_STEP = f"INSERT INTO steps ({_STEP_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
 _STEPS_INDEX = "CREATE UNIQUE INDEX IF NOT EXISTS steps_message ON steps (message_id)"
 
 _SCHEMA = (
@@ -714,9 +716,7 @@ class Ledger:
             rowid += 1
         self._next_rowid = rowid
         self._conn.executemany(
-            "INSERT INTO steps (rowid, message_id, session_id, call_seq, model, source, "
-            "mods, f0, f1, f2, f3, f4, f5, seen_at, project) "
-            "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            f"INSERT INTO steps (rowid, {_STEP_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             numbered,
         )
 
@@ -889,8 +889,8 @@ class Ledger:
             self._conn.executescript(
                 "BEGIN IMMEDIATE;"
                 + _STEPS_TABLE.format(name="steps_v3")
-                + f"INSERT INTO steps_v3 ({_STEPS_COLUMNS}) "
-                f"SELECT {_STEPS_COLUMNS} FROM steps ORDER BY message_id;"
+                + f"INSERT INTO steps_v3 ({_STEP_COLUMNS}) "
+                f"SELECT {_STEP_COLUMNS} FROM steps ORDER BY message_id;"
                 "DROP TABLE steps;"
                 "ALTER TABLE steps_v3 RENAME TO steps;"
                 f"{_STEPS_INDEX};"
@@ -1107,10 +1107,7 @@ class Ledger:
             ]
             if self._staged is None:
                 conn.executemany(
-                    "INSERT INTO steps (message_id, session_id, call_seq, model, source, "
-                    "mods, f0, f1, f2, f3, f4, f5, seen_at, project) "
-                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
-                    "ON CONFLICT (message_id) DO UPDATE SET mods = excluded.mods, "
+                    _INSERT_STEP + " ON CONFLICT (message_id) DO UPDATE SET mods = excluded.mods, "
                     "f0 = excluded.f0, f1 = excluded.f1, f2 = excluded.f2, "
                     "f3 = excluded.f3, f4 = excluded.f4, f5 = excluded.f5",
                     written,
@@ -1254,12 +1251,7 @@ class Ledger:
         self._remember_ids(step.message_id for step in steps)
         if self._staged is None:
             inserts.sort()  # in key order: index inserts then mostly touch the same pages
-            self._conn.executemany(
-                "INSERT INTO steps (message_id, session_id, call_seq, model, source, mods, "
-                "f0, f1, f2, f3, f4, f5, seen_at, project) "
-                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                inserts,
-            )
+            self._conn.executemany(_INSERT_STEP, inserts)
         else:
             self._insert_staged(inserts)
         summary.new_keys["steps"] = len(steps)
@@ -1301,9 +1293,7 @@ class Ledger:
             chunk = keys[start : start + _SQL_CHUNK]
             marks = ",".join("?" * len(chunk))
             for row in self._conn.execute(
-                "SELECT message_id, session_id, call_seq, model, source, mods, "
-                f"f0, f1, f2, f3, f4, f5, seen_at, project FROM steps "
-                f"WHERE {column} IN ({marks})",
+                f"SELECT {_STEP_COLUMNS} FROM steps WHERE {column} IN ({marks})",
                 chunk,
             ):
                 found[row[0]] = _StepRow(

@@ -898,3 +898,33 @@ def test_transcript_lines_are_held_to_the_parser_depth_only() -> None:
     deeper = deep.replace(b'"x":{}', b'"x":' + b'{"x":' * 1100 + b"{}" + b"}" * 1100, 1)
     (record,) = parse_lines(deeper + b"\n", LineStats())
     assert isinstance(record, Rejected) and record.reason == "too_deep"
+
+
+def test_workers_that_cannot_all_be_forked_leave_nothing_behind(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The second fork fails (no more processes): the first worker is ended and reaped,
+    and no pipe end stays open."""
+    from otel_claude.sources import coldscan
+
+    forks: list[int] = []
+    real_fork = os.fork
+
+    def fork() -> int:
+        forks.append(1)
+        if len(forks) == 2:
+            raise BlockingIOError("fork: Resource temporarily unavailable")
+        return real_fork()
+
+    before, fds = child_pids(), set(os.listdir("/proc/self/fd"))
+    monkeypatch.setattr(coldscan.os, "fork", fork)
+    with pytest.raises(BlockingIOError):
+        coldscan.Workers(_sleep_forever, [None, None])
+    monkeypatch.setattr(coldscan.os, "fork", real_fork)
+    assert len(forks) == 2
+    assert not child_pids() - before
+    assert set(os.listdir("/proc/self/fd")) == fds
+
+
+def _sleep_forever(_arg: Any, _channel: Any) -> None:
+    time.sleep(60)

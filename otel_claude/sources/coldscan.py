@@ -166,6 +166,10 @@ class Channel:
         """The descriptor to wait on for an incoming message."""
         return self._in
 
+    def descriptors(self) -> tuple[int, int]:
+        """Both descriptors (a forked worker closes the ones it inherits)."""
+        return self._in, self._out
+
     def send(self, message: Any) -> None:
         data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
         view = memoryview(_LENGTH.pack(len(data)) + data)
@@ -215,6 +219,8 @@ class Workers:
         self._pids: list[int] = []
         self._status: dict[int, int] = {}  # worker index -> exit status, once reaped
         self._channels: list[Channel] = []
+        self._queue: queue.SimpleQueue[tuple[int, int, Any]] = queue.SimpleQueue()
+        self._drainer: threading.Thread | None = None
         for stream in (sys.stdout, sys.stderr):  # or a worker could write their buffers too
             try:
                 stream.flush()
@@ -224,13 +230,19 @@ class Workers:
             for arg in args:
                 down, to_worker = os.pipe()
                 from_worker, up = os.pipe()
-                pid = os.fork()
+                try:
+                    pid = os.fork()
+                except OSError:  # no more processes: nothing holds these ends
+                    for fd in (down, to_worker, from_worker, up):
+                        os.close(fd)
+                    raise
                 if pid == 0:  # the worker: never returns
-                    for channel in self._channels:  # other workers' ends, inherited
-                        channel.close()
-                    os.close(to_worker)
-                    os.close(from_worker)
-                    _worker_main(target, arg, Channel(down, up), parent, nice)
+                    # Only its own ends stay open: this worker's parent side and the
+                    # other workers' channels, inherited, are closed in it.
+                    inherited = [to_worker, from_worker]
+                    for channel in self._channels:
+                        inherited += channel.descriptors()
+                    _worker_main(target, arg, (down, up), inherited, parent, nice)
                 os.close(down)
                 os.close(up)
                 self._pids.append(pid)
@@ -238,8 +250,6 @@ class Workers:
         except BaseException:
             self.stop()
             raise
-        self._queue: queue.SimpleQueue[tuple[int, int, Any]] = queue.SimpleQueue()
-        self._drainer: threading.Thread | None = None
 
     def messages(self) -> Iterator[tuple[int, Any]]:
         """``(worker index, message)`` of everything the workers send, until all are done."""
@@ -344,14 +354,20 @@ _END = None
 def _worker_main(
     target: Callable[[Any, Channel], None],
     arg: Any,
-    channel: Channel,
+    ends: tuple[int, int],
+    inherited: Sequence[int],
     parent: int,
     nice: int,
 ) -> NoReturn:
-    """A forked worker's whole life; it leaves through ``os._exit``, never returning into
-    the code that forked it (nor running its ``atexit`` handlers or ``finally`` blocks)."""
+    """A forked worker's whole life, from its channel's ``ends`` (in, out) on, with the
+    descriptors in ``inherited`` closed first. It leaves through ``os._exit`` whatever
+    happens, never returning into the code that forked it (nor running its ``atexit``
+    handlers or ``finally`` blocks)."""
     code = 1
     try:
+        for fd in inherited:
+            os.close(fd)
+        channel = Channel(*ends)
         worker_setup(parent, nice)
         target(arg, channel)
         channel.send(_END)

@@ -101,6 +101,21 @@ def tokens(ledger: Ledger) -> dict[tuple[str, str], int]:
     return dict(out)
 
 
+def _report(config_dir: Path, *args: str, **env: str) -> str:
+    """The output of ``otel-claude report ARGS`` over ``config_dir``, run as a user would,
+    with none of this shell's OTEL_/CLAUDE_ settings (``env`` adds some)."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "CLAUDE_"))}
+    run = subprocess.run(
+        [sys.executable, "-m", "otel_claude", "report", *args],
+        env={**clean, "CLAUDE_CONFIG_DIR": str(config_dir), **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return run.stdout
+
+
 def project(root: Path, name: str = "-w-acme") -> Path:
     path = root / "projects" / name
     path.mkdir(parents=True, exist_ok=True)
@@ -350,17 +365,7 @@ def test_report_json_and_table(tmp_path: Path) -> None:
         )
         + b"\n"
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "CLAUDE_"))}
-    env["CLAUDE_CONFIG_DIR"] = str(tmp_path)
-    run = subprocess.run(
-        [sys.executable, "-m", "otel_claude", "report", "--json"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    doc = json.loads(run.stdout)
+    doc = json.loads(_report(tmp_path, "--json"))
     sonnet = doc["models"]["claude-sonnet-4-5"]
     assert {
         k: sonnet[k]
@@ -379,25 +384,11 @@ def test_report_json_and_table(tmp_path: Path) -> None:
     assert doc["totals"]["output"] == 2209
     assert sorted(doc["days"]) == ["2026-10-30", "2026-10-31", "2026-11-01"]
     assert doc["days"]["2026-10-31"]["models"]["claude-opus-4-6"]["cache_creation_1h"] == 1000
-    since = subprocess.run(
-        [sys.executable, "-m", "otel_claude", "report", "--json", "--since", "2026-10-31"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    assert json.loads(since.stdout)["totals"]["output"] == 209
-    table = subprocess.run(
-        [sys.executable, "-m", "otel_claude", "report", "--by", "month"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    assert "2026-10" in table.stdout and "claude-opus-4-6" in table.stdout
-    assert "no price for: claude-future-9" in table.stdout
+    since = _report(tmp_path, "--json", "--since", "2026-10-31")
+    assert json.loads(since)["totals"]["output"] == 209
+    table = _report(tmp_path, "--by", "month")
+    assert "2026-10" in table and "claude-opus-4-6" in table
+    assert "no price for: claude-future-9" in table
 
 
 def test_parallel_scan_equals_single(tmp_path: Path, prices: PriceTable) -> None:
@@ -460,20 +451,11 @@ def test_report_prices_long_context_and_limits_lines_as_configured(
     with pytest.raises(ValueError, match="long-context threshold"):
         report.summarize(usual, low)  # sums made with another threshold: refused
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "CLAUDE_"))}
-    env.update(CLAUDE_CONFIG_DIR=str(tmp_path), OTEL_CLAUDE_INGEST_MAX_LINE_BYTES="800")
     assert len(assistant("m0", inp=1500, out=100, model="claude-opus-4-6")) < 800
     long = assistant("long", out=7, model="claude-opus-4-6", cwd="/w/" + "x" * 400)
     assert len(long) > 800
     (proj / "long.jsonl").write_bytes(long + b"\n")
-    run = subprocess.run(
-        [sys.executable, "-m", "otel_claude", "report", "--json"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    doc = json.loads(run.stdout)
+    doc = json.loads(_report(tmp_path, "--json", OTEL_CLAUDE_INGEST_MAX_LINE_BYTES="800"))
     assert doc["scan"]["rejected"] == {"line_too_long": 1}
     assert doc["models"]["claude-opus-4-6"]["output"] == 400  # the long line's 7 are not in
 
@@ -548,45 +530,14 @@ def test_report_by_model_and_source_state(tmp_path: Path) -> None:
         + assistant("m2", inp=1, out=2, model="claude-opus-4-6")
         + b"\n"
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "CLAUDE_"))}
-    env["CLAUDE_CONFIG_DIR"] = str(tmp_path)
-    by_model = subprocess.run(
-        [sys.executable, "-m", "otel_claude", "report", "--by", "model", "--json"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    doc = json.loads(by_model.stdout)
+    doc = json.loads(_report(tmp_path, "--by", "model", "--json"))
     assert "days" not in doc and doc["totals"]["output"] == 22
-    table = subprocess.run(
-        [sys.executable, "-m", "otel_claude", "report", "--by", "model"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    assert table.stdout.splitlines()[0].startswith("scope")
-    assert "claude-opus-4-6" in table.stdout
-    state = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "otel_claude",
-            "report",
-            "--source",
-            "state",
-            "--state-dir",
-            str(tmp_path / "none"),
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert state.returncode == 1 and "nothing counted yet" in state.stderr
+    table = _report(tmp_path, "--by", "model")
+    assert table.splitlines()[0].startswith("scope")
+    assert "claude-opus-4-6" in table
+    with pytest.raises(subprocess.CalledProcessError) as failed:
+        _report(tmp_path, "--source", "state", "--state-dir", str(tmp_path / "none"))
+    assert failed.value.returncode == 1 and "nothing counted yet" in failed.value.stderr
 
 
 PARALLEL = """
@@ -917,10 +868,10 @@ def test_workers_that_cannot_all_be_forked_leave_nothing_behind(
         return real_fork()
 
     before, fds = child_pids(), set(os.listdir("/proc/self/fd"))
-    monkeypatch.setattr(coldscan.os, "fork", fork)
+    monkeypatch.setattr(os, "fork", fork)
     with pytest.raises(BlockingIOError):
         coldscan.Workers(_sleep_forever, [None, None])
-    monkeypatch.setattr(coldscan.os, "fork", real_fork)
+    monkeypatch.setattr(os, "fork", real_fork)
     assert len(forks) == 2
     assert not child_pids() - before
     assert set(os.listdir("/proc/self/fd")) == fds

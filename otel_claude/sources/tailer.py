@@ -158,7 +158,7 @@ class TranscriptTailer:
         ``serve`` calls this before it imports and builds everything else (and before it
         has any other thread): the workers parse while it starts, and the first ``scan``
         commits what they found. ``started``: a job that ``serve`` started before this
-        ledger existed (``plan_parse`` from offset 0; a new ledger has no positions).
+        ledger existed (``plan_parse`` without offsets: a new ledger has no positions).
         Returns whether workers were started.
         """
         if started is not None and self._early is None and not self._positions:
